@@ -1,0 +1,242 @@
+"""The VM inventory: what we created, where, and which VMIDs / IPs it holds.
+
+VMIDs and addresses are *leases* (one row each, primary-keyed by value) so that a value can
+never be handed out twice, and releasing a VM's leases happens in the same transaction as
+marking it destroyed. The history of destroyed VMs is kept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from provisioner.sqlite_db import migrate, transaction
+
+MIGRATIONS = (
+    """
+    CREATE TABLE vms (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        subscription_id INTEGER,
+        vmid INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        ipv4 TEXT,
+        ipv6 TEXT,
+        owner_wallet TEXT,
+        username TEXT,
+        state TEXT NOT NULL,
+        smbios_uuid TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        destroyed_at INTEGER
+    );
+    CREATE UNIQUE INDEX vms_live_name ON vms(name) WHERE state != 'destroyed';
+    CREATE INDEX vms_subscription ON vms(subscription_id);
+    CREATE TABLE leases (
+        kind TEXT NOT NULL CHECK (kind IN ('vmid', 'ipv4', 'ipv6')),
+        value TEXT NOT NULL,
+        vm_id INTEGER NOT NULL REFERENCES vms(id),
+        PRIMARY KEY (kind, value)
+    )
+    """,
+)
+
+#: VM states in the inventory. ``reserved``: ids held, nothing on Proxmox yet.
+VM_STATES = ("reserved", "created", "running", "stopped", "destroyed")
+
+
+class AllocationError(Exception):
+    """A pool is exhausted or a requested value is already leased."""
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Where VMIDs and addresses come from (built from the config by the caller)."""
+
+    vmid_first: int
+    vmid_last: int
+    ipv4_first: str
+    ipv4_last: str
+    ipv4_prefixlen: int
+    ipv4_gateway: str | None
+    ipv6_prefix: str | None = None
+    ipv6_first: int = 2
+    ipv6_last: int = 254
+    ipv6_gateway: str | None = None
+
+    def vmid_candidates(self) -> Iterator[str]:
+        return (str(v) for v in range(self.vmid_first, self.vmid_last + 1))
+
+    def ipv4_candidates(self) -> Iterator[str]:
+        first = int(ipaddress.IPv4Address(self.ipv4_first))
+        last = int(ipaddress.IPv4Address(self.ipv4_last))
+        return (str(ipaddress.IPv4Address(v)) for v in range(first, last + 1))
+
+    def ipv6_candidates(self) -> Iterator[str]:
+        if not self.ipv6_prefix:
+            return iter(())
+        base = int(ipaddress.IPv6Network(self.ipv6_prefix, strict=False).network_address)
+        return (str(ipaddress.IPv6Address(base + v))
+                for v in range(self.ipv6_first, self.ipv6_last + 1))
+
+
+def first_free(candidates: Iterable[str], taken: set[str]) -> str | None:
+    """The first candidate not in ``taken`` (pure; the allocation policy)."""
+    for candidate in candidates:
+        if candidate not in taken:
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class VMRecord:
+    id: int
+    name: str
+    subscription_id: int | None
+    vmid: int
+    node: str
+    ipv4: str | None
+    ipv6: str | None
+    owner_wallet: str | None
+    username: str | None
+    state: str
+    smbios_uuid: str | None
+    created_at: int
+    updated_at: int
+    destroyed_at: int | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> VMRecord:
+        return cls(**{key: row[key] for key in row.keys()})
+
+
+class Inventory:
+    """VM records and leases on a shared SQLite connection."""
+
+    def __init__(self, conn: sqlite3.Connection, *, clock: callable = time.time) -> None:  # type: ignore[valid-type]
+        self._conn = conn
+        self._clock = clock
+        migrate(conn, "inventory", MIGRATIONS)
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def _taken(self, kind: str) -> set[str]:
+        rows = self._conn.execute("SELECT value FROM leases WHERE kind = ?", (kind,))
+        return {row[0] for row in rows}
+
+    def reserve(
+        self,
+        name: str,
+        *,
+        pools: Pools,
+        node: str,
+        subscription_id: int | None = None,
+        owner_wallet: str | None = None,
+        username: str | None = None,
+        vmid: int | None = None,
+        ipv4: str | None = None,
+        ipv6: str | None = None,
+        want_ipv6: bool = False,
+        skip_vmids: Iterable[int] = (),
+    ) -> VMRecord:
+        """Atomically create a ``reserved`` VM record holding a VMID, an IPv4 and maybe an IPv6.
+
+        Explicit values must be free; otherwise the lowest free value of each pool is taken.
+        ``skip_vmids`` are ids seen in use on Proxmox by someone else: never handed out.
+        """
+        with transaction(self._conn):
+            if self.get(name) is not None:
+                raise AllocationError(f"a live VM named {name!r} already exists in the inventory")
+            taken_vmids = self._taken("vmid") | {str(v) for v in skip_vmids}
+            chosen_vmid = self._pick("vmid", str(vmid) if vmid is not None else None,
+                                     pools.vmid_candidates(), taken_vmids)
+            chosen_v4 = self._pick("ipv4", ipv4, pools.ipv4_candidates(), self._taken("ipv4"))
+            chosen_v6: str | None = None
+            if ipv6 is not None or (want_ipv6 and pools.ipv6_prefix):
+                chosen_v6 = self._pick("ipv6", ipv6, pools.ipv6_candidates(), self._taken("ipv6"))
+            now = self._now()
+            cursor = self._conn.execute(
+                "INSERT INTO vms (name, subscription_id, vmid, node, ipv4, ipv6, owner_wallet,"
+                " username, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?)",
+                (name, subscription_id, int(chosen_vmid), node, chosen_v4, chosen_v6,
+                 owner_wallet, username, now, now),
+            )
+            vm_id = int(cursor.lastrowid or 0)
+            leases = [("vmid", chosen_vmid), ("ipv4", chosen_v4)]
+            if chosen_v6:
+                leases.append(("ipv6", chosen_v6))
+            self._conn.executemany(
+                "INSERT INTO leases (kind, value, vm_id) VALUES (?, ?, ?)",
+                [(kind, value, vm_id) for kind, value in leases],
+            )
+        record = self.get_by_id(vm_id)
+        assert record is not None
+        return record
+
+    @staticmethod
+    def _pick(kind: str, explicit: str | None, candidates: Iterable[str], taken: set[str]) -> str:
+        if explicit is not None:
+            if explicit in taken:
+                raise AllocationError(f"{kind} {explicit} is already in use")
+            return explicit
+        chosen = first_free(candidates, taken)
+        if chosen is None:
+            raise AllocationError(f"the {kind} pool is exhausted; widen it in the config")
+        return chosen
+
+    def get(self, name: str) -> VMRecord | None:
+        """The live (not destroyed) VM with this name."""
+        row = self._conn.execute(
+            "SELECT * FROM vms WHERE name = ? AND state != 'destroyed'", (name,)
+        ).fetchone()
+        return VMRecord.from_row(row) if row else None
+
+    def get_by_id(self, vm_id: int) -> VMRecord | None:
+        row = self._conn.execute("SELECT * FROM vms WHERE id = ?", (vm_id,)).fetchone()
+        return VMRecord.from_row(row) if row else None
+
+    def live_for_subscription(self, subscription_id: int) -> VMRecord | None:
+        row = self._conn.execute(
+            "SELECT * FROM vms WHERE subscription_id = ? AND state != 'destroyed'"
+            " ORDER BY id DESC LIMIT 1", (subscription_id,),
+        ).fetchone()
+        return VMRecord.from_row(row) if row else None
+
+    def latest_for_subscription(self, subscription_id: int) -> VMRecord | None:
+        row = self._conn.execute(
+            "SELECT * FROM vms WHERE subscription_id = ? ORDER BY id DESC LIMIT 1",
+            (subscription_id,),
+        ).fetchone()
+        return VMRecord.from_row(row) if row else None
+
+    def set_state(self, vm_id: int, state: str, *, smbios_uuid: str | None = None) -> None:
+        if state not in VM_STATES or state == "destroyed":
+            raise ValueError(f"bad state {state!r} (use release() to destroy)")
+        self._conn.execute(
+            "UPDATE vms SET state = ?, smbios_uuid = COALESCE(?, smbios_uuid), updated_at = ?"
+            " WHERE id = ?", (state, smbios_uuid, self._now(), vm_id),
+        )
+
+    def release(self, vm_id: int) -> None:
+        """Mark destroyed and free its VMID/IP leases, in one transaction (idempotent)."""
+        with transaction(self._conn):
+            now = self._now()
+            self._conn.execute(
+                "UPDATE vms SET state = 'destroyed', destroyed_at = COALESCE(destroyed_at, ?),"
+                " updated_at = ? WHERE id = ?", (now, now, vm_id),
+            )
+            self._conn.execute("DELETE FROM leases WHERE vm_id = ?", (vm_id,))
+
+    def list(self, *, include_destroyed: bool = False) -> list[VMRecord]:
+        query = "SELECT * FROM vms"
+        if not include_destroyed:
+            query += " WHERE state != 'destroyed'"
+        return [VMRecord.from_row(r) for r in self._conn.execute(query + " ORDER BY id")]
+
+    def leases(self) -> dict[str, set[str]]:
+        return {kind: self._taken(kind) for kind in ("vmid", "ipv4", "ipv6")}

@@ -1,0 +1,80 @@
+"""SQLite plumbing shared by the inventory and the listener's store.
+
+One database file, several components, each owning its tables and an ordered list of
+migrations recorded in ``schema_migrations``. Connections use WAL, a busy timeout and
+foreign keys; writes go through :func:`transaction` (``BEGIN IMMEDIATE``) so a
+read-modify-write is atomic against other processes too.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """Open (creating the directory if needed) with the settings every component relies on."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if str(path) != ":memory:":
+        try:
+            os.chmod(path, 0o600)
+        except OSError:
+            pass
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on any exception)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection, component: str, migrations: Sequence[str]) -> int:
+    """Apply the component's migrations not yet recorded; return the resulting version.
+
+    Each migration runs in its own transaction together with its version row, so a crash
+    mid-migration leaves the schema at the previous version.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " component TEXT NOT NULL, version INTEGER NOT NULL,"
+        " PRIMARY KEY (component, version))"
+    )
+    row = conn.execute(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?",
+        (component,),
+    ).fetchone()
+    current = int(row[0])
+    for version, script in enumerate(migrations, start=1):
+        if version <= current:
+            continue
+        with transaction(conn):
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations (component, version) VALUES (?, ?)",
+                         (component, version))
+        current = version
+    return current
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
