@@ -1,0 +1,99 @@
+"""Pure decisions: desired state and the next step for one subscription.
+
+No I/O here. Inputs are chain facts, chain time (the timestamp of the newest confirmed
+block, so a replay reaches the same verdicts), the grace period and what we observe of our
+own progress. The executor asks :func:`next_action` repeatedly and applies one step at a
+time, so a crash between steps simply resumes at the next call.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Desired(enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DESTROYED = "destroyed"
+
+
+class Action(enum.Enum):
+    ALLOCATE = "allocate"      # reserve VMID / IP / node in the inventory
+    MINT = "mint"              # decrypt + verify, encrypt details, mint (token id from receipt)
+    CREATE_VM = "create_vm"    # clone + configure (cloud-init nft=<id>) + start
+    START = "start"
+    STOP = "stop"
+    DESTROY = "destroy"        # destroy on Proxmox (if it exists) and release the leases
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the chain says about a subscription."""
+
+    expires_at: int
+    cancelled: bool
+    cancelled_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Our own progress: the live VM's inventory state and whether an NFT exists."""
+
+    vm_state: str | None  # None | "reserved" | "created" | "running" | "stopped"
+    token_id: int | None
+
+
+def grace_anchor(facts: Facts) -> int:
+    """Grace counts from expiresAt, or from the cancellation's block time if earlier."""
+    if facts.cancelled and facts.cancelled_at is not None:
+        return min(facts.expires_at, facts.cancelled_at)
+    return facts.expires_at
+
+
+def desired_state(facts: Facts, chain_time: int, grace_seconds: int) -> Desired:
+    """SPEC §5: running before expiry, stopped during grace, destroyed after it."""
+    anchor = grace_anchor(facts)
+    if not facts.cancelled and chain_time < facts.expires_at:
+        return Desired.RUNNING
+    if chain_time < anchor + grace_seconds:
+        return Desired.STOPPED
+    return Desired.DESTROYED
+
+
+def next_action(facts: Facts, chain_time: int, grace_seconds: int, observed: Observed) -> Action | None:
+    """The one step that moves observed state toward the desired state, or None if converged."""
+    desired = desired_state(facts, chain_time, grace_seconds)
+    vm = observed.vm_state
+    if desired is Desired.RUNNING:
+        if vm is None:
+            return Action.ALLOCATE
+        if vm == "reserved":
+            return Action.MINT if observed.token_id is None else Action.CREATE_VM
+        if vm in {"created", "stopped"}:
+            return Action.START
+        return None
+    if desired is Desired.STOPPED:
+        if vm in {"created", "running"}:
+            return Action.STOP
+        if vm == "reserved":
+            # Expired before the VM was ever built: nothing to keep, give the ids back.
+            return Action.DESTROY
+        return None
+    if vm is not None:
+        return Action.DESTROY
+    return None
+
+
+def display_state(desired: Desired, observed: Observed, failed: bool) -> str:
+    """The state shown by ``blockhost status``."""
+    if failed:
+        return "failed"
+    vm = observed.vm_state
+    if desired is Desired.RUNNING:
+        if vm == "running":
+            return "active"
+        return "pending" if vm is None else "provisioning"
+    if desired is Desired.STOPPED:
+        return "suspended" if vm in {None, "stopped"} else "provisioning"
+    return "destroyed" if vm is None else "provisioning"

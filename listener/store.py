@@ -1,0 +1,380 @@
+"""The listener's SQLite state: cursor, journaled events, chain facts, progress, transactions.
+
+Invariant: events and the cursor that covers them are written in ONE transaction
+(:meth:`Store.journal_batch`), so a crash either keeps both or neither. Every write keyed
+by a chain identity is idempotent (``ON CONFLICT DO NOTHING``), so a replay changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from listener.events import ACTIONABLE, DecodedLog, args_to_json
+from provisioner.sqlite_db import connect, migrate, transaction
+
+MIGRATIONS = (
+    """
+    CREATE TABLE chain_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        chain_id INTEGER,
+        cursor INTEGER,
+        cursor_hash TEXT,
+        chain_time INTEGER,
+        head INTEGER,
+        confirmed_head INTEGER,
+        halted_reason TEXT,
+        updated_at INTEGER
+    );
+    INSERT INTO chain_state (id) VALUES (1);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        block_number INTEGER NOT NULL,
+        block_hash TEXT NOT NULL,
+        tx_hash TEXT NOT NULL,
+        log_index INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        name TEXT NOT NULL,
+        subscription_id INTEGER,
+        plan_id INTEGER,
+        args TEXT NOT NULL,
+        rejected TEXT,
+        UNIQUE (block_hash, log_index)
+    );
+    CREATE INDEX events_block ON events(block_number);
+    CREATE TABLE plans (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        price_cents INTEGER NOT NULL,
+        active INTEGER NOT NULL,
+        updated_block INTEGER NOT NULL
+    );
+    CREATE TABLE subscriptions (
+        id INTEGER PRIMARY KEY,
+        plan_id INTEGER NOT NULL,
+        subscriber TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        cancelled INTEGER NOT NULL DEFAULT 0,
+        cancelled_at INTEGER,
+        user_encrypted BLOB,
+        created_block INTEGER NOT NULL,
+        updated_block INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        token_id INTEGER,
+        nft_expires_at INTEGER,
+        credential_note TEXT,
+        last_error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER
+    );
+    CREATE TABLE transactions (
+        id INTEGER PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        subscription_id INTEGER,
+        sender TEXT NOT NULL,
+        nonce INTEGER NOT NULL,
+        raw_tx BLOB NOT NULL,
+        tx_hash TEXT NOT NULL,
+        state TEXT NOT NULL,
+        block_number INTEGER,
+        result TEXT,
+        error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX transactions_nonce ON transactions(sender, nonce);
+    CREATE TABLE steps (
+        id INTEGER PRIMARY KEY,
+        subscription_id INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        phase TEXT NOT NULL CHECK (phase IN ('started', 'done', 'failed')),
+        detail TEXT,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX steps_subscription ON steps(subscription_id)
+    """,
+)
+
+SUBSCRIPTION_STATES = ("pending", "provisioning", "active", "suspended", "destroyed", "failed")
+
+
+@dataclass(frozen=True)
+class ChainState:
+    chain_id: int | None
+    cursor: int | None
+    cursor_hash: str | None
+    chain_time: int | None
+    head: int | None
+    confirmed_head: int | None
+    halted_reason: str | None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """Chain facts of one subscription plus our progress on it."""
+
+    id: int
+    plan_id: int
+    subscriber: str
+    expires_at: int
+    cancelled: bool
+    cancelled_at: int | None
+    user_encrypted: bytes
+    created_block: int
+    updated_block: int
+    state: str
+    token_id: int | None
+    nft_expires_at: int | None
+    credential_note: str | None
+    last_error: str | None
+    attempts: int
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Subscription:
+        data = {key: row[key] for key in row.keys() if key != "updated_at"}
+        data["cancelled"] = bool(data["cancelled"])
+        data["user_encrypted"] = bytes(data["user_encrypted"] or b"")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    id: int
+    idempotency_key: str
+    kind: str
+    subscription_id: int | None
+    sender: str
+    nonce: int
+    raw_tx: bytes
+    tx_hash: str
+    state: str
+    block_number: int | None
+    result: dict[str, Any] | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> TxRecord:
+        data = {key: row[key] for key in row.keys() if key not in {"created_at", "updated_at"}}
+        data["raw_tx"] = bytes(data["raw_tx"])
+        data["result"] = json.loads(data["result"]) if data["result"] else None
+        return cls(**data)
+
+
+class Store:
+    """One connection per thread; create with :meth:`open`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | str) -> None:
+        self.conn = conn
+        self.path = path
+        migrate(conn, "listener", MIGRATIONS)
+
+    @classmethod
+    def open(cls, path: Path | str) -> Store:
+        return cls(connect(path), path)
+
+    def reopen(self) -> Store:
+        """A new connection to the same database (for another thread)."""
+        return Store.open(self.path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- chain cursor --------------------------------------------------------------------
+
+    def chain_state(self) -> ChainState:
+        row = self.conn.execute("SELECT * FROM chain_state WHERE id = 1").fetchone()
+        return ChainState(**{k: row[k] for k in row.keys() if k not in {"id", "updated_at"}})
+
+    def bind_chain(self, chain_id: int) -> None:
+        """Remember the chain this database follows; refuse to mix chains."""
+        state = self.chain_state()
+        if state.chain_id is not None and state.chain_id != chain_id:
+            from listener.errors import UserError
+
+            raise UserError(
+                f"database {self.path} follows chain {state.chain_id} but the RPC serves "
+                f"{chain_id}; point db.path at a new file or fix chain.rpc_urls"
+            )
+        self.conn.execute("UPDATE chain_state SET chain_id = ? WHERE id = 1", (chain_id,))
+
+    def record_heads(self, head: int, confirmed_head: int) -> None:
+        self.conn.execute(
+            "UPDATE chain_state SET head = ?, confirmed_head = ?, updated_at = ? WHERE id = 1",
+            (head, confirmed_head, int(time.time())),
+        )
+
+    def halt(self, reason: str) -> None:
+        self.conn.execute("UPDATE chain_state SET halted_reason = ? WHERE id = 1", (reason,))
+
+    def journal_batch(
+        self,
+        logs: Iterable[DecodedLog],
+        *,
+        to_block: int,
+        to_hash: str,
+        to_timestamp: int,
+        block_times: dict[int, int],
+        move_cursor: bool = True,
+    ) -> int:
+        """Journal decoded logs, apply their facts and move the cursor, atomically.
+
+        Returns how many events were new. A log already journaled (same block hash and
+        index) is skipped together with its facts, which makes replays no-ops.
+        """
+        new = 0
+        with transaction(self.conn):
+            for entry in logs:
+                cursor = self.conn.execute(
+                    "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address,"
+                    " name, subscription_id, plan_id, args, rejected)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (block_hash, log_index) DO NOTHING",
+                    (entry.block_number, entry.block_hash, entry.tx_hash, entry.log_index,
+                     entry.address, entry.name, entry.subscription_id, entry.plan_id,
+                     json.dumps(args_to_json(entry.args), sort_keys=True), entry.rejected),
+                )
+                if cursor.rowcount == 0:
+                    continue
+                new += 1
+                if entry.rejected is None and entry.name in ACTIONABLE:
+                    problem = self._apply_fact(entry, block_times.get(entry.block_number))
+                    if problem:
+                        self.conn.execute(
+                            "UPDATE events SET rejected = ? WHERE block_hash = ? AND log_index = ?",
+                            (problem, entry.block_hash, entry.log_index),
+                        )
+            if move_cursor:
+                self.conn.execute(
+                    "UPDATE chain_state SET cursor = ?, cursor_hash = ?, chain_time = ?,"
+                    " updated_at = ? WHERE id = 1",
+                    (to_block, to_hash, to_timestamp, int(time.time())),
+                )
+        return new
+
+    def _apply_fact(self, entry: DecodedLog, block_time: int | None) -> str | None:
+        """Fold one event into the chain facts; return a rejection reason or None."""
+        args = entry.args
+        now = int(time.time())
+        if entry.name == "SubscriptionCreated":
+            self.conn.execute(
+                "INSERT INTO subscriptions (id, plan_id, subscriber, expires_at, user_encrypted,"
+                " created_block, updated_block, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET plan_id = excluded.plan_id,"
+                " subscriber = excluded.subscriber, expires_at = excluded.expires_at,"
+                " user_encrypted = excluded.user_encrypted, updated_block = excluded.updated_block",
+                (args["subscriptionId"], args["planId"], args["subscriber"], args["expiresAt"],
+                 args["userEncrypted"], entry.block_number, entry.block_number, now),
+            )
+            return None
+        if entry.name == "SubscriptionExtended":
+            cursor = self.conn.execute(
+                "UPDATE subscriptions SET expires_at = ?, updated_block = ?, updated_at = ?"
+                " WHERE id = ?",
+                (args["newExpiresAt"], entry.block_number, now, args["subscriptionId"]),
+            )
+            return None if cursor.rowcount else "extension of an unknown subscription"
+        if entry.name == "SubscriptionCancelled":
+            at = block_time if block_time is not None else now
+            cursor = self.conn.execute(
+                "UPDATE subscriptions SET cancelled = 1, cancelled_at = ?, expires_at = MIN(expires_at, ?),"
+                " updated_block = ?, updated_at = ? WHERE id = ?",
+                (at, at, entry.block_number, now, args["subscriptionId"]),
+            )
+            return None if cursor.rowcount else "cancellation of an unknown subscription"
+        if entry.name in {"PlanCreated", "PlanUpdated"}:
+            self.conn.execute(
+                "INSERT INTO plans (id, name, price_cents, active, updated_block)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+                " price_cents = excluded.price_cents, active = excluded.active,"
+                " updated_block = excluded.updated_block",
+                (args["planId"], args["name"], args["pricePerDayUsdCents"],
+                 int(args.get("active", True)), entry.block_number),
+            )
+            return None
+        return None
+
+    def event_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    def subscriptions(self) -> list[Subscription]:
+        rows = self.conn.execute("SELECT * FROM subscriptions ORDER BY id")
+        return [Subscription.from_row(r) for r in rows]
+
+    def subscription(self, subscription_id: int) -> Subscription | None:
+        row = self.conn.execute("SELECT * FROM subscriptions WHERE id = ?",
+                                (subscription_id,)).fetchone()
+        return Subscription.from_row(row) if row else None
+
+    def update_progress(self, subscription_id: int, **fields: Any) -> None:
+        allowed = {"state", "token_id", "nft_expires_at", "credential_note", "last_error",
+                   "attempts"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"not progress fields: {sorted(unknown)}")
+        if "state" in fields and fields["state"] not in SUBSCRIPTION_STATES:
+            raise ValueError(f"bad state {fields['state']!r}")
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        self.conn.execute(
+            f"UPDATE subscriptions SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608
+            (*fields.values(), int(time.time()), subscription_id),
+        )
+
+    def journal_step(self, subscription_id: int, step: str, phase: str, detail: str = "") -> None:
+        self.conn.execute(
+            "INSERT INTO steps (subscription_id, step, phase, detail, at) VALUES (?, ?, ?, ?, ?)",
+            (subscription_id, step, phase, detail[:500], int(time.time())),
+        )
+
+    def steps(self, subscription_id: int) -> list[tuple[str, str, str]]:
+        rows = self.conn.execute(
+            "SELECT step, phase, detail FROM steps WHERE subscription_id = ? ORDER BY id",
+            (subscription_id,),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- transactions --------------------------------------------------------------------
+
+    def tx_by_key(self, key: str) -> TxRecord | None:
+        row = self.conn.execute("SELECT * FROM transactions WHERE idempotency_key = ?",
+                                (key,)).fetchone()
+        return TxRecord.from_row(row) if row else None
+
+    def next_nonce(self, sender: str) -> int | None:
+        row = self.conn.execute("SELECT MAX(nonce) FROM transactions WHERE sender = ?",
+                                (sender,)).fetchone()
+        return None if row[0] is None else int(row[0]) + 1
+
+    def insert_signed_tx(self, *, key: str, kind: str, subscription_id: int | None, sender: str,
+                         nonce: int, raw_tx: bytes, tx_hash: str) -> TxRecord:
+        now = int(time.time())
+        self.conn.execute(
+            "INSERT INTO transactions (idempotency_key, kind, subscription_id, sender, nonce,"
+            " raw_tx, tx_hash, state, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?)",
+            (key, kind, subscription_id, sender, nonce, raw_tx, tx_hash, now, now),
+        )
+        record = self.tx_by_key(key)
+        assert record is not None
+        return record
+
+    def update_tx(self, key: str, *, state: str, block_number: int | None = None,
+                  result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        self.conn.execute(
+            "UPDATE transactions SET state = ?, block_number = COALESCE(?, block_number),"
+            " result = COALESCE(?, result), error = ?, updated_at = ? WHERE idempotency_key = ?",
+            (state, block_number, json.dumps(result) if result is not None else None, error,
+             int(time.time()), key),
+        )
+
+    def pending_tx_count(self) -> int:
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM transactions WHERE state IN ('signed', 'broadcast')"
+        ).fetchone()[0])

@@ -1,0 +1,127 @@
+"""Log decoding and journaling: synthetic raw logs (built with eth_abi) into a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from eth_abi import encode
+
+from listener.events import EVENT_TOPICS, TOPIC_TO_EVENT, decode_log
+from listener.store import Store
+
+CONTRACT = "0x" + "11" * 20
+SUBSCRIBER = "0x" + "22" * 20
+
+
+def topic_int(value: int) -> str:
+    return "0x" + value.to_bytes(32, "big").hex()
+
+
+def topic_addr(address: str) -> str:
+    return "0x" + "00" * 12 + address[2:]
+
+
+def raw_log(name: str, topics: list[str], data: bytes, *, block: int = 10, index: int = 0,
+            block_hash: str | None = None, address: str = CONTRACT) -> dict:
+    return {
+        "blockNumber": hex(block), "blockHash": block_hash or "0x" + f"{block:064x}",
+        "transactionHash": "0x" + f"{block * 1000 + index:064x}", "logIndex": hex(index),
+        "address": address, "topics": [EVENT_TOPICS[name], *topics], "data": "0x" + data.hex(),
+    }
+
+
+def created(sub_id: int, expires: int, blob: bytes = b"\x01\x02", **kw: object) -> dict:
+    data = encode(["uint256", "uint256", "address", "bytes"], [expires, 500, CONTRACT, blob])
+    return raw_log("SubscriptionCreated", [topic_int(sub_id), topic_int(1), topic_addr(SUBSCRIBER)],
+                   data, **kw)  # type: ignore[arg-type]
+
+
+def extended(sub_id: int, new_expires: int, **kw: object) -> dict:
+    data = encode(["uint256", "uint256", "address"], [new_expires, 500, CONTRACT])
+    return raw_log("SubscriptionExtended", [topic_int(sub_id), topic_int(1), topic_addr(SUBSCRIBER)],
+                   data, **kw)  # type: ignore[arg-type]
+
+
+class TestDecode:
+    def test_signatures_match_spec(self) -> None:
+        assert "SubscriptionCreated" in TOPIC_TO_EVENT.values()
+        # keccak("PlanCreated(uint256,string,uint256)") is fixed by the deployed contract
+        assert len(EVENT_TOPICS) == len(TOPIC_TO_EVENT)
+
+    def test_created(self) -> None:
+        entry = decode_log(created(7, 1234, b"\xff" * 100), contract=CONTRACT)
+        assert entry.rejected is None
+        assert entry.name == "SubscriptionCreated"
+        assert entry.subscription_id == 7
+        assert entry.args["subscriber"].lower() == SUBSCRIBER
+        assert entry.args["userEncrypted"] == b"\xff" * 100
+
+    def test_plan_with_hostile_name(self) -> None:
+        name = "gold\"; rm -rf / #\n${x}"
+        data = encode(["string", "uint256"], [name, 100])
+        entry = decode_log(raw_log("PlanCreated", [topic_int(3)], data))
+        assert entry.args["name"] == name
+
+    @pytest.mark.parametrize(
+        ("mutate", "reason"),
+        [
+            (lambda log: log.update(address="0x" + "33" * 20), "another contract"),
+            (lambda log: log.update(topics=[]), "anonymous"),
+            (lambda log: log["topics"].__setitem__(0, "0x" + "00" * 32), "unknown event"),
+            (lambda log: log.update(data="0x1234"), "undecodable"),
+            (lambda log: log["topics"].pop(), "undecodable"),
+        ],
+    )
+    def test_bad_logs_are_rejected_not_raised(self, mutate, reason: str) -> None:
+        log = created(1, 10)
+        mutate(log)
+        entry = decode_log(log, contract=CONTRACT)
+        assert entry.rejected is not None and reason in entry.rejected
+
+    def test_oversized_payload_keeps_the_paid_facts(self) -> None:
+        entry = decode_log(created(1, 10, b"x" * 10_000), contract=CONTRACT)
+        assert entry.rejected is None
+        assert entry.args["userEncrypted"] == b""
+        assert entry.args["userEncryptedDropped"] == 10_000
+
+
+class TestJournal:
+    def test_events_facts_and_cursor_in_one_transaction(self, tmp_path: Path) -> None:
+        store = Store.open(tmp_path / "db.sqlite")
+        logs = [decode_log(created(1, 100, index=0)), decode_log(extended(1, 200, index=1))]
+        new = store.journal_batch(logs, to_block=10, to_hash="0xaa", to_timestamp=50,
+                                  block_times={})
+        assert new == 2
+        sub = store.subscription(1)
+        assert sub is not None and sub.expires_at == 200 and sub.user_encrypted == b"\x01\x02"
+        state = store.chain_state()
+        assert (state.cursor, state.cursor_hash, state.chain_time) == (10, "0xaa", 50)
+
+    def test_replay_changes_nothing(self, tmp_path: Path) -> None:
+        store = Store.open(tmp_path / "db.sqlite")
+        logs = [decode_log(created(1, 100)), decode_log(extended(1, 200, index=1))]
+        store.journal_batch(logs, to_block=10, to_hash="0xaa", to_timestamp=50, block_times={})
+        store.update_progress(1, state="active", token_id=4)
+        again = store.journal_batch(logs[:1], to_block=10, to_hash="0xaa", to_timestamp=50,
+                                    block_times={})
+        assert again == 0
+        sub = store.subscription(1)
+        assert sub is not None and sub.expires_at == 200 and sub.token_id == 4
+
+    def test_rollback_keeps_cursor_and_events_together(self, tmp_path: Path) -> None:
+        store = Store.open(tmp_path / "db.sqlite")
+        bad = decode_log(created(1, 100))
+        object.__setattr__(bad, "args", {})  # a fact that cannot be applied -> KeyError
+        with pytest.raises(KeyError):
+            store.journal_batch([bad], to_block=10, to_hash="0xaa", to_timestamp=50,
+                                block_times={})
+        assert store.event_count() == 0
+        assert store.chain_state().cursor is None
+
+    def test_unknown_subscription_extension_is_marked(self, tmp_path: Path) -> None:
+        store = Store.open(tmp_path / "db.sqlite")
+        store.journal_batch([decode_log(extended(9, 200))], to_block=10, to_hash="0xaa",
+                            to_timestamp=50, block_times={})
+        row = store.conn.execute("SELECT rejected FROM events").fetchone()
+        assert "unknown subscription" in row[0]
