@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_JS := node_modules/.installed
 
-.PHONY: setup demo test test-fast contracts bench clean
+.PHONY: setup demo test test-fast contracts clean
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
@@ -30,9 +30,6 @@ test-fast: setup
 
 contracts: $(STAMP_JS)
 	node contracts/build.mjs
-
-bench: setup
-	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache

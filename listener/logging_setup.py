@@ -1,0 +1,44 @@
+"""structlog configuration: JSON lines for machines, a console renderer on a TTY."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+#: Keys whose values must never reach a log line, whatever a caller passes.
+_SECRET_KEYS = frozenset({"signature", "private_key", "token_secret", "secret", "password",
+                          "user_signature", "key"})
+
+
+def _drop_secrets(_logger: object, _name: str, event: dict[str, object]) -> dict[str, object]:
+    for key in list(event):
+        if key.lower() in _SECRET_KEYS:
+            event[key] = "[redacted]"
+    return event
+
+
+def configure(stream: TextIO | None = None, *, level: int = logging.INFO) -> None:
+    """Route structlog (and stdlib logging from libraries) to ``stream``."""
+    out = stream or sys.stderr
+    renderer: structlog.typing.Processor
+    if out.isatty():
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer(sort_keys=True)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _drop_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(stream=out, level=logging.WARNING, format="%(name)s: %(message)s")

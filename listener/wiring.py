@@ -1,0 +1,107 @@
+"""Build the adapters (store, inventory, Proxmox backend, minter) from a resolved Config.
+
+This is the only place that turns config values into live objects; everything else gets
+them injected, which keeps the decision code free of I/O and the tests free of globals.
+"""
+
+from __future__ import annotations
+
+import stat
+import threading
+from pathlib import Path
+
+from eth_account import Account
+from web3 import Web3
+
+from listener.config import Config
+from listener.errors import UserError
+from listener.keys import load_private_key
+from listener.nft import NftMinter
+from listener.reconciler import Services
+from listener.store import Store
+from listener.txmanager import TxManager
+from provisioner.backend import VMBackend
+from provisioner.inventory import Inventory, Pools
+from provisioner.proxmox_api import ProxmoxAPIBackend
+
+#: One signer, many worker threads: nonce allocation + signing must be serialized.
+SIGNER_LOCK = threading.Lock()
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """Read a secret (token, password) from a file that only its owner can read."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"{what} file {path} not found; create it (mode 0600) or fix the "
+                        "config") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{what} file {path} is not a regular file")
+    if info.st_mode & 0o077:
+        raise UserError(f"{what} file {path} has mode {oct(info.st_mode & 0o777)}; it must not "
+                        f"be readable by others: run `chmod 600 {path}`")
+    value = path.read_text().strip()
+    if not value:
+        raise UserError(f"{what} file {path} is empty")
+    return value
+
+
+def pools_from_config(config: Config) -> Pools:
+    first, last = config.network.ip_pool.bounds()
+    import ipaddress
+
+    net = ipaddress.ip_network(config.network.ip_pool.network, strict=False)
+    v6 = config.network.ipv6_pool
+    return Pools(
+        vmid_first=config.network.vmid_range.start, vmid_last=config.network.vmid_range.end,
+        ipv4_first=str(first), ipv4_last=str(last), ipv4_prefixlen=net.prefixlen,
+        ipv4_gateway=config.network.ip_pool.gateway,
+        ipv6_prefix=v6.prefix, ipv6_first=v6.start, ipv6_last=v6.end, ipv6_gateway=v6.gateway,
+    )
+
+
+def build_backend(config: Config) -> VMBackend:
+    px = config.proxmox
+    if px.backend != "api":
+        raise UserError("proxmox.backend 'terraform' is not available yet; use 'api'")
+    if not px.token_id:
+        raise UserError("proxmox.token_id is not set; create an API token (USER@REALM!TOKENID) "
+                        "and put its secret in proxmox.token_secret_file")
+    verify: bool | str = str(px.verify_ssl) if isinstance(px.verify_ssl, Path) else px.verify_ssl
+    return ProxmoxAPIBackend(
+        px.api_url, px.token_id, read_secret_file(px.token_secret_file, "Proxmox token secret"),
+        verify=verify, pool=px.pool, tag=px.tag, snippets_dir=px.snippets_dir,
+        snippets_storage=px.cloudinit_storage,
+    )
+
+
+def build_web3(config: Config) -> Web3:
+    if not config.chain.rpc_urls:
+        raise UserError("chain.rpc_urls is empty; set at least one RPC endpoint")
+    return Web3(Web3.HTTPProvider(config.chain.rpc_urls[0], request_kwargs={"timeout": 30}))
+
+
+def build_minter(config: Config, store: Store) -> NftMinter | None:
+    if not config.chain.nft_contract:
+        return None
+    account = Account.from_key(load_private_key(config.signer.private_key_file,
+                                                what="signer key"))
+    txm = TxManager(build_web3(config), store, account,
+                    max_fee_gwei=config.signer.max_fee_gwei,
+                    max_priority_fee_gwei=config.signer.max_priority_fee_gwei,
+                    lock=SIGNER_LOCK)
+    return NftMinter(txm, config.chain.nft_contract)
+
+
+def build_services(config: Config, *, chain_id: int | None = None) -> Services:
+    """A full set of adapters for one thread (own SQLite connection, own HTTP sessions)."""
+    store = Store.open(config.db.path)
+    inventory = Inventory(store.conn)
+    return Services(
+        config=config, store=store, inventory=inventory, backend=build_backend(config),
+        minter=build_minter(config, store),
+        server_key=load_private_key(config.server_key_file, what="server key"),
+        pools=pools_from_config(config),
+        rpc_url_for_vm=config.chain.rpc_urls[0] if config.chain.rpc_urls else "",
+        chain_id=chain_id or config.chain.chain_id,
+    )
