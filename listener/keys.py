@@ -113,15 +113,16 @@ def generate_key_file(path: Path, *, overwrite: bool = False) -> bytes:
     return key
 
 
-def load_private_key(path: Path, *, what: str = "server key") -> bytes:
-    """Read and validate a hex secp256k1 key file; UserError with a fix otherwise."""
+def read_owner_only_file(path: Path, *, what: str, missing_hint: str,
+                         expected: str = "secret", max_bytes: int = 64 * 1024) -> bytes:
+    """Read a secret file that only its owner may read or write; UserError with a fix otherwise.
+
+    The mode is checked on the opened descriptor (no race between check and read)."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise UserError(
-            f"{what} file {path} not found: create it with `blockhost keys generate --out {path}`"
-        ) from None
+        raise UserError(f"{what} file {path} not found: {missing_hint}") from None
     except PermissionError:
         raise UserError(
             f"{what} file {path} is not readable by this user (permission denied); "
@@ -140,7 +141,7 @@ def load_private_key(path: Path, *, what: str = "server key") -> bytes:
                 f"run `chmod 600 {path}`"
             )
         chunks = []
-        remaining = _MAX_KEY_FILE_BYTES + 1
+        remaining = max_bytes + 1
         while remaining > 0:
             chunk = os.read(fd, remaining)
             if not chunk:
@@ -152,13 +153,22 @@ def load_private_key(path: Path, *, what: str = "server key") -> bytes:
         raise UserError(f"cannot read {what} file {path}: {exc.strerror or 'I/O error'}") from None
     finally:
         os.close(fd)
+    if len(raw) > max_bytes:
+        raise UserError(f"{what} file {path} does not hold a {expected} "
+                        f"(it is larger than {max_bytes} bytes); is it the right file?")
+    return raw
+
+
+def load_private_key(path: Path, *, what: str = "server key") -> bytes:
+    """Read and validate a hex secp256k1 key file; UserError with a fix otherwise."""
+    raw = read_owner_only_file(
+        path, what=what, missing_hint=f"create it with `blockhost keys generate --out {path}`",
+        expected="secp256k1 private key", max_bytes=_MAX_KEY_FILE_BYTES)
 
     bad_format = UserError(
         f"{what} file {path} does not hold a secp256k1 private key "
         "(expected 64 hex digits, optionally 0x-prefixed)"
     )
-    if len(raw) > _MAX_KEY_FILE_BYTES:
-        raise bad_format
     match = _KEY_HEX_RE.fullmatch(raw.strip(b" \t\r\n"))
     if match is None:
         raise bad_format

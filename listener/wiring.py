@@ -6,7 +6,6 @@ them injected, which keeps the decision code free of I/O and the tests free of g
 
 from __future__ import annotations
 
-import stat
 import threading
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from web3 import Web3
 
 from listener.config import Config
 from listener.errors import UserError
-from listener.keys import load_private_key
+from listener.keys import load_private_key, read_owner_only_file
 from listener.nft import NftMinter
 from listener.reconciler import Services
 from listener.store import Store
@@ -30,17 +29,12 @@ SIGNER_LOCK = threading.Lock()
 
 def read_secret_file(path: Path, what: str) -> str:
     """Read a secret (token, password) from a file that only its owner can read."""
+    raw = read_owner_only_file(path, what=what,
+                               missing_hint="create it (mode 0600) or fix the config")
     try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise UserError(f"{what} file {path} not found; create it (mode 0600) or fix the "
-                        "config") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise UserError(f"{what} file {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise UserError(f"{what} file {path} has mode {oct(info.st_mode & 0o777)}; it must not "
-                        f"be readable by others: run `chmod 600 {path}`")
-    value = path.read_text().strip()
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UserError(f"{what} file {path} is not UTF-8 text") from None
     if not value:
         raise UserError(f"{what} file {path} is empty")
     return value
