@@ -205,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProvisionerError as exc:
         print(f"{PROG}: error: Proxmox: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ConnectionError, OSError) as exc:
         print(f"{PROG}: error: {type(exc).__name__}: {exc}; check the addresses and that the "
               "service is running", file=sys.stderr)
@@ -217,9 +220,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 
