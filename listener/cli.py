@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     creds.add_argument("--token-id", type=int, default=None,
                        help="default: every token the wallet holds")
 
+    replay = commands.add_parser(
+        "replay", help="re-process a confirmed block range (idempotent; fills journal gaps)")
+    replay.add_argument("--from-block", type=int, required=True)
+    replay.add_argument("--to-block", type=int, default=None,
+                        help="default: the confirmed cursor")
+    replay.add_argument("--dry-run", action="store_true",
+                        help="report what would change, write nothing")
+
     demo = commands.add_parser("demo", help="end-to-end on a local anvil + the PVE simulator")
     demo.add_argument("--workdir", type=Path, default=None,
                       help="keep logs and state here (default: a temporary directory)")
@@ -177,6 +185,34 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from listener.replay import plan_range, progress_reporter, replay
+    from listener.rpc import RpcClient
+    from listener.store import Store
+
+    config = _load_config(args)
+    if not config.db.path.exists():
+        raise UserError(f"database {config.db.path} does not exist yet; start `blockhost listen` "
+                        "first or fix db.path")
+    store = Store.open(config.db.path)
+    try:
+        rpc = RpcClient(config.chain.rpc_urls, expected_chain_id=config.chain.chain_id)
+        store.bind_chain(rpc.chain_id())
+        first, last = plan_range(store, args.from_block, args.to_block)
+        with progress_reporter(last - first + 1) as on_progress:
+            report = replay(rpc, store, config.chain, first, last, dry_run=args.dry_run,
+                            on_progress=on_progress)
+    finally:
+        store.close()
+    print(json.dumps(report.to_json(), sort_keys=True))
+    if report.conflicts:
+        print(f"{PROG}: error: {report.conflicts} event(s) in the range sit in blocks whose hash "
+              "differs from the journal (a fork deeper than the confirmation depth); see the "
+              "logs and `blockhost status`", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from listener.demo import run_demo
 
@@ -189,6 +225,7 @@ HANDLERS = {
     "keys": cmd_keys,
     "contracts": cmd_contracts,
     "user": cmd_user,
+    "replay": cmd_replay,
     "demo": cmd_demo,
 }
 

@@ -147,7 +147,8 @@ class Daemon:
                 if result.outcome is not Outcome.HALTED:
                     self.dispatch(pool, store, inventory)
                 sd_notify("WATCHDOG=1")
-                if result.outcome is Outcome.PROGRESSED and not result.caught_up:
+                if result.outcome is Outcome.REORGED or (
+                        result.outcome is Outcome.PROGRESSED and not result.caught_up):
                     continue
                 self.stop_event.wait(cfg.chain.poll_interval)
             log.info("daemon.stopping", inflight=len(self._inflight))

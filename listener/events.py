@@ -162,3 +162,19 @@ def args_to_json(args: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def args_from_json(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`args_to_json` for a known event: typed values back from the journal."""
+    indexed, data_fields = EVENT_ABI.get(name, ((), ()))
+    types = dict((*indexed, *data_fields))
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        typ = types.get(key)
+        if typ is not None and typ.startswith("uint") and value is not None:
+            out[key] = int(value)
+        elif typ == "bytes" and isinstance(value, str):
+            out[key] = bytes.fromhex(value[2:] if value.startswith("0x") else value)
+        else:
+            out[key] = value
+    return out

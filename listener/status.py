@@ -42,15 +42,19 @@ def snapshot(config: Config, store: Store, inventory: Inventory) -> dict[str, An
             "last_error": sub.last_error,
         })
     lag = None
-    if chain.confirmed_head is not None and chain.cursor is not None:
-        lag = max(0, chain.confirmed_head - chain.cursor)
+    if chain.confirmed_head is not None and chain.applied_block is not None:
+        # How far the facts we act on trail the confirmed head.
+        lag = max(0, chain.confirmed_head - chain.applied_block)
+    shallow, deep = store.reorg_count()
     return {
         "chain": {
             "chain_id": chain.chain_id,
             "head": chain.head,
             "confirmed_head": chain.confirmed_head,
             "cursor": chain.cursor,
+            "confirmed_cursor": chain.applied_block,
             "lag": lag,
+            "reorgs": {"handled": shallow, "deep": deep},
             "chain_time": chain.chain_time,
             "halted": chain.halted_reason,
         },
@@ -66,7 +70,9 @@ def render_text(doc: dict[str, Any]) -> str:
     chain = doc["chain"]
     lines = [
         f"chain {chain['chain_id']}  head {chain['head']}  confirmed {chain['confirmed_head']}  "
-        f"cursor {chain['cursor']}  lag {chain['lag']}  chain time {chain['chain_time']}",
+        f"cursor {chain['cursor']} (confirmed {chain['confirmed_cursor']})  lag {chain['lag']}  "
+        f"chain time {chain['chain_time']}  reorgs {chain['reorgs']['handled']} handled, "
+        f"{chain['reorgs']['deep']} deep",
     ]
     if chain["halted"]:
         lines.append(f"HALTED: {chain['halted']}")

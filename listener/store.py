@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from listener.events import ACTIONABLE, DecodedLog, args_to_json
+from listener.events import ACTIONABLE, DecodedLog, args_from_json, args_to_json
 from provisioner.sqlite_db import connect, migrate, transaction
 
 MIGRATIONS = (
@@ -99,7 +99,36 @@ MIGRATIONS = (
     );
     CREATE INDEX steps_subscription ON steps(subscription_id)
     """,
+    # 2: reorg safety. Events from unconfirmed blocks are journaled but not applied to the
+    # facts until their block is confirmed (``applied``); ``applied_block`` is the confirmed
+    # cursor; ``blocks`` is the window of recent block hashes used to find the common
+    # ancestor after a reorg; ``reorgs`` is their history for status and alerts.
+    """
+    ALTER TABLE events ADD COLUMN applied INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE events ADD COLUMN block_time INTEGER;
+    CREATE INDEX events_unapplied ON events(applied, block_number, log_index);
+    ALTER TABLE chain_state ADD COLUMN applied_block INTEGER;
+    UPDATE chain_state SET applied_block = cursor;
+    CREATE TABLE blocks (
+        number INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL,
+        timestamp INTEGER
+    );
+    INSERT INTO blocks (number, hash)
+        SELECT cursor, cursor_hash FROM chain_state WHERE cursor IS NOT NULL AND cursor_hash IS NOT NULL;
+    CREATE TABLE reorgs (
+        id INTEGER PRIMARY KEY,
+        detected_at INTEGER NOT NULL,
+        old_cursor INTEGER NOT NULL,
+        ancestor INTEGER,
+        dropped_events INTEGER NOT NULL,
+        deep INTEGER NOT NULL
+    )
+    """,
 )
+
+#: How many block hashes below the confirmed cursor stay in the window.
+WINDOW_BELOW_CONFIRMED = 64
 
 SUBSCRIPTION_STATES = ("pending", "provisioning", "active", "suspended", "destroyed", "failed")
 
@@ -113,6 +142,7 @@ class ChainState:
     head: int | None
     confirmed_head: int | None
     halted_reason: str | None
+    applied_block: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +194,19 @@ class TxRecord:
         data["raw_tx"] = bytes(data["raw_tx"])
         data["result"] = json.loads(data["result"]) if data["result"] else None
         return cls(**data)
+
+
+_KEEP = object()
+
+
+def _event_from_row(row: sqlite3.Row, *, rejected: object = _KEEP) -> DecodedLog:
+    """A journaled event back as the decoder produced it."""
+    return DecodedLog(
+        block_number=row["block_number"], block_hash=row["block_hash"], tx_hash=row["tx_hash"],
+        log_index=row["log_index"], address=row["address"], name=row["name"],
+        args=args_from_json(row["name"], json.loads(row["args"])),
+        rejected=row["rejected"] if rejected is _KEEP else rejected,  # type: ignore[arg-type]
+    )
 
 
 class Store:
@@ -221,8 +264,9 @@ class Store:
         to_timestamp: int,
         block_times: dict[int, int],
         move_cursor: bool = True,
+        window: Iterable[tuple[int, str]] = (),
     ) -> int:
-        """Journal decoded logs, apply their facts and move the cursor, atomically.
+        """Journal logs of CONFIRMED blocks, apply their facts and move both cursors, atomically.
 
         Returns how many events were new. A log already journaled (same block hash and
         index) is skipped together with its facts, which makes replays no-ops.
@@ -230,32 +274,196 @@ class Store:
         new = 0
         with transaction(self.conn):
             for entry in logs:
-                cursor = self.conn.execute(
-                    "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address,"
-                    " name, subscription_id, plan_id, args, rejected)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (block_hash, log_index) DO NOTHING",
-                    (entry.block_number, entry.block_hash, entry.tx_hash, entry.log_index,
-                     entry.address, entry.name, entry.subscription_id, entry.plan_id,
-                     json.dumps(args_to_json(entry.args), sort_keys=True), entry.rejected),
-                )
-                if cursor.rowcount == 0:
+                if not self._insert_event(entry, block_times.get(entry.block_number), applied=True):
                     continue
                 new += 1
-                if entry.rejected is None and entry.name in ACTIONABLE:
-                    problem = self._apply_fact(entry, block_times.get(entry.block_number))
-                    if problem:
-                        self.conn.execute(
-                            "UPDATE events SET rejected = ? WHERE block_hash = ? AND log_index = ?",
-                            (problem, entry.block_hash, entry.log_index),
-                        )
+                self._apply_and_mark(entry, block_times.get(entry.block_number))
             if move_cursor:
+                self._remember_blocks([*window, (to_block, to_hash)], {to_block: to_timestamp})
                 self.conn.execute(
-                    "UPDATE chain_state SET cursor = ?, cursor_hash = ?, chain_time = ?,"
-                    " updated_at = ? WHERE id = 1",
-                    (to_block, to_hash, to_timestamp, int(time.time())),
+                    "UPDATE chain_state SET cursor = ?, cursor_hash = ?, applied_block = ?,"
+                    " chain_time = ?, updated_at = ? WHERE id = 1",
+                    (to_block, to_hash, to_block, to_timestamp, int(time.time())),
                 )
+                self._prune_window(to_block)
         return new
+
+    def journal_unconfirmed(
+        self,
+        logs: Iterable[DecodedLog],
+        *,
+        to_block: int,
+        to_hash: str,
+        block_times: dict[int, int],
+        window: Iterable[tuple[int, str]] = (),
+    ) -> int:
+        """Journal logs of blocks above the confirmed head WITHOUT applying them; move the cursor.
+
+        They become facts only through :meth:`promote` once their block is confirmed, and
+        are dropped by :meth:`rewind` if a reorg orphans them first.
+        """
+        new = 0
+        with transaction(self.conn):
+            for entry in logs:
+                if self._insert_event(entry, block_times.get(entry.block_number), applied=False):
+                    new += 1
+            self._remember_blocks([*window, (to_block, to_hash)], block_times)
+            self.conn.execute(
+                "UPDATE chain_state SET cursor = ?, cursor_hash = ?, updated_at = ? WHERE id = 1",
+                (to_block, to_hash, int(time.time())),
+            )
+        return new
+
+    def unapplied_blocks(self, up_to: int) -> dict[int, str]:
+        """Block number → hash of journaled, not yet applied events at or below ``up_to``."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT block_number, block_hash FROM events"
+            " WHERE applied = 0 AND block_number <= ?", (up_to,))
+        return {int(r[0]): str(r[1]) for r in rows}
+
+    def promote(self, up_to: int, *, block_hash: str, timestamp: int) -> int:
+        """Apply the facts of journaled events up to the newly confirmed block ``up_to``.
+
+        Events are applied in chain order; the confirmed cursor and chain time (the confirmed
+        block's timestamp) move in the same transaction. Returns how many were applied."""
+        applied = 0
+        with transaction(self.conn):
+            rows = self.conn.execute(
+                "SELECT * FROM events WHERE applied = 0 AND block_number <= ?"
+                " ORDER BY block_number, log_index", (up_to,)).fetchall()
+            for row in rows:
+                self._apply_and_mark(_event_from_row(row), row["block_time"])
+                applied += 1
+            self.conn.execute(
+                "UPDATE events SET applied = 1 WHERE applied = 0 AND block_number <= ?", (up_to,))
+            self._remember_blocks([(up_to, block_hash)], {up_to: timestamp})
+            self.conn.execute(
+                "UPDATE chain_state SET applied_block = ?, chain_time = ?, updated_at = ?"
+                " WHERE id = 1", (up_to, timestamp, int(time.time())))
+            self._prune_window(up_to)
+        return applied
+
+    def window(self) -> list[tuple[int, str]]:
+        """Remembered (block number, hash) pairs, newest first."""
+        rows = self.conn.execute("SELECT number, hash FROM blocks ORDER BY number DESC")
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def rewind(self, ancestor: int, ancestor_hash: str, *, old_cursor: int) -> int:
+        """Forget everything above the common ancestor of a reorg; return dropped events.
+
+        Only unconfirmed (never applied) events can be dropped here: a reorg below the
+        confirmed cursor must go through :meth:`record_deep_reorg` instead."""
+        state = self.chain_state()
+        if state.applied_block is not None and ancestor < state.applied_block:
+            raise ValueError("refusing to rewind below the confirmed cursor")
+        with transaction(self.conn):
+            dropped = self.conn.execute(
+                "DELETE FROM events WHERE block_number > ? AND applied = 0", (ancestor,)).rowcount
+            self.conn.execute("DELETE FROM blocks WHERE number > ?", (ancestor,))
+            self._remember_blocks([(ancestor, ancestor_hash)], {})
+            self.conn.execute(
+                "UPDATE chain_state SET cursor = ?, cursor_hash = ?, updated_at = ? WHERE id = 1",
+                (ancestor, ancestor_hash, int(time.time())))
+            self.conn.execute(
+                "INSERT INTO reorgs (detected_at, old_cursor, ancestor, dropped_events, deep)"
+                " VALUES (?, ?, ?, ?, 0)", (int(time.time()), old_cursor, ancestor, dropped))
+        return int(dropped)
+
+    def record_deep_reorg(self, reason: str, *, old_cursor: int, ancestor: int | None) -> None:
+        """Halt effects: a reorg reached blocks whose events were already acted upon."""
+        with transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO reorgs (detected_at, old_cursor, ancestor, dropped_events, deep)"
+                " VALUES (?, ?, ?, 0, 1)", (int(time.time()), old_cursor, ancestor))
+            self.conn.execute("UPDATE chain_state SET halted_reason = ? WHERE id = 1", (reason,))
+
+    def reorg_count(self) -> tuple[int, int]:
+        """(shallow reorgs handled, deep reorgs that halted effects)."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(deep = 0), 0), COALESCE(SUM(deep = 1), 0) FROM reorgs").fetchone()
+        return int(row[0]), int(row[1])
+
+    def resume(self) -> None:
+        """Operator action after a deep reorg was investigated: clear the halt."""
+        self.conn.execute("UPDATE chain_state SET halted_reason = NULL WHERE id = 1")
+
+    def journal_replayed(self, logs: Iterable[DecodedLog], *, block_times: dict[int, int]) -> int:
+        """Insert confirmed events a replay found missing, then re-derive the facts of every
+        subscription they touch from the whole journal in chain order (a late event must not
+        overwrite a newer one). The cursors do not move. Returns how many were new."""
+        touched: set[int] = set()
+        new = 0
+        with transaction(self.conn):
+            for entry in logs:
+                if self._insert_event(entry, block_times.get(entry.block_number), applied=True):
+                    new += 1
+                    if entry.name in {"PlanCreated", "PlanUpdated"}:
+                        self._apply_and_mark(entry, None)
+                    elif entry.subscription_id is not None:
+                        touched.add(entry.subscription_id)
+            for subscription_id in sorted(touched):
+                self._refold(subscription_id)
+        return new
+
+    def event_hash_at(self, block_number: int, log_index: int) -> set[str]:
+        """Hashes of journaled events at this position (more than one means a fork was seen)."""
+        rows = self.conn.execute(
+            "SELECT block_hash FROM events WHERE block_number = ? AND log_index = ?",
+            (block_number, log_index))
+        return {str(r[0]) for r in rows}
+
+    def _refold(self, subscription_id: int) -> None:
+        """Recompute one subscription's chain facts from its applied events, in chain order."""
+        self.conn.execute(
+            "UPDATE subscriptions SET cancelled = 0, cancelled_at = NULL WHERE id = ?",
+            (subscription_id,))
+        rows = self.conn.execute(
+            "SELECT * FROM events WHERE subscription_id = ? AND applied = 1"
+            " AND (rejected IS NULL OR rejected LIKE '%unknown subscription')"
+            " ORDER BY block_number, log_index", (subscription_id,)).fetchall()
+        for row in rows:
+            if row["name"] not in ACTIONABLE:
+                continue
+            self.conn.execute(
+                "UPDATE events SET rejected = NULL WHERE block_hash = ? AND log_index = ?",
+                (row["block_hash"], row["log_index"]))
+            self._apply_and_mark(_event_from_row(row, rejected=None), row["block_time"])
+
+    # -- internals of journaling ------------------------------------------------------------
+
+    def _insert_event(self, entry: DecodedLog, block_time: int | None, *, applied: bool) -> bool:
+        cursor = self.conn.execute(
+            "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address,"
+            " name, subscription_id, plan_id, args, rejected, applied, block_time)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (block_hash, log_index) DO NOTHING",
+            (entry.block_number, entry.block_hash, entry.tx_hash, entry.log_index,
+             entry.address, entry.name, entry.subscription_id, entry.plan_id,
+             json.dumps(args_to_json(entry.args), sort_keys=True), entry.rejected,
+             int(applied), block_time),
+        )
+        return cursor.rowcount > 0
+
+    def _apply_and_mark(self, entry: DecodedLog, block_time: int | None) -> None:
+        if entry.rejected is None and entry.name in ACTIONABLE:
+            problem = self._apply_fact(entry, block_time)
+            if problem:
+                self.conn.execute(
+                    "UPDATE events SET rejected = ? WHERE block_hash = ? AND log_index = ?",
+                    (problem, entry.block_hash, entry.log_index),
+                )
+
+    def _remember_blocks(self, pairs: Iterable[tuple[int, str]], times: dict[int, int]) -> None:
+        self.conn.executemany(
+            "INSERT INTO blocks (number, hash, timestamp) VALUES (?, ?, ?)"
+            " ON CONFLICT (number) DO UPDATE SET hash = excluded.hash,"
+            " timestamp = COALESCE(excluded.timestamp, blocks.timestamp)",
+            [(number, block_hash.lower(), times.get(number)) for number, block_hash in pairs],
+        )
+
+    def _prune_window(self, confirmed: int) -> None:
+        self.conn.execute("DELETE FROM blocks WHERE number < ?",
+                          (confirmed - WINDOW_BELOW_CONFIRMED,))
 
     def _apply_fact(self, entry: DecodedLog, block_time: int | None) -> str | None:
         """Fold one event into the chain facts; return a rejection reason or None."""
