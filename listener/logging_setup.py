@@ -20,9 +20,37 @@ def _drop_secrets(_logger: object, _name: str, event: dict[str, object]) -> dict
     return event
 
 
+class _CurrentStream:
+    """Writes to whatever ``sys.stdout`` / ``sys.stderr`` is at the moment of writing, so a
+    stream swapped later (a test harness, a daemonizing wrapper) is never written after close."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _target(self) -> TextIO:
+        return getattr(sys, self._name)
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def isatty(self) -> bool:
+        return self._target().isatty()
+
+
 def configure(stream: TextIO | None = None, *, level: int = logging.INFO) -> None:
-    """Route structlog (and stdlib logging from libraries) to ``stream``."""
-    out = stream or sys.stderr
+    """Route structlog (and stdlib logging from libraries) to ``stream``.
+
+    ``sys.stdout`` / ``sys.stderr`` (the default) are resolved at each write."""
+    out: TextIO
+    if stream is None or stream is sys.stderr:
+        out = _CurrentStream("stderr")  # type: ignore[assignment]
+    elif stream is sys.stdout:
+        out = _CurrentStream("stdout")  # type: ignore[assignment]
+    else:
+        out = stream
     renderer: structlog.typing.Processor
     if out.isatty():
         renderer = structlog.dev.ConsoleRenderer(colors=False)

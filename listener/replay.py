@@ -21,6 +21,7 @@ import structlog
 from listener.config import ChainConfig
 from listener.errors import UserError
 from listener.events import DecodedLog, decode_log
+from listener.log_ranges import RangeController
 from listener.rpc import RpcClient
 from listener.scanner import block_times_for
 from listener.store import Store
@@ -75,13 +76,15 @@ def _classify(store: Store, entry: DecodedLog) -> str:
 def replay(rpc: RpcClient, store: Store, chain: ChainConfig, from_block: int, to_block: int,
            *, dry_run: bool, on_progress: Callable[[int, int], None] = lambda _b, _e: None,
            ) -> ReplayReport:
-    """Re-fetch ``from_block..to_block`` in ``max_block_range`` chunks and fill the gaps."""
+    """Re-fetch ``from_block..to_block`` in adaptive chunks (at most ``max_block_range``)
+    and fill the gaps."""
     assert chain.subscription_contract is not None
     report = ReplayReport(from_block, to_block, dry_run)
+    controller = RangeController(chain.max_block_range)
     start = from_block
     while start <= to_block:
-        end = min(to_block, start + chain.max_block_range - 1)
-        raw = rpc.get_logs(chain.subscription_contract, start, end)
+        raw, end = rpc.get_logs_adaptive(start, to_block, address=chain.subscription_contract,
+                                         controller=controller)
         decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in raw]
         missing: list[DecodedLog] = []
         for entry in decoded:

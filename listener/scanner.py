@@ -25,6 +25,7 @@ import structlog
 
 from listener.config import ChainConfig
 from listener.events import DecodedLog, decode_log
+from listener.log_ranges import RangeController
 from listener.rpc import RpcClient, TransientRpcError
 from listener.store import Store
 
@@ -127,8 +128,12 @@ def block_times_for(rpc: RpcClient, decoded: list[DecodedLog], known: dict[int, 
     return times
 
 
-def scan_once(rpc: RpcClient, store: Store, chain: ChainConfig) -> ScanResult:
-    """Check for a reorg, promote what became confirmed, then journal the next range."""
+def scan_once(rpc: RpcClient, store: Store, chain: ChainConfig,
+              controller: RangeController | None = None) -> ScanResult:
+    """Check for a reorg, promote what became confirmed, then journal the next range.
+
+    Pass the same ``controller`` on every call so what it learned about the provider's
+    range limits survives between steps."""
     assert chain.subscription_contract is not None
     state = store.chain_state()
     if state.halted_reason:
@@ -158,11 +163,13 @@ def scan_once(rpc: RpcClient, store: Store, chain: ChainConfig) -> ScanResult:
         outcome = Outcome.PROGRESSED if promoted else Outcome.NOTHING_NEW
         return ScanResult(outcome, promoted=promoted)
     from_block = cursor + 1
-    to_block = min(head, from_block + chain.max_block_range - 1)
-    end = rpc.get_block(to_block)
-    end_hash, end_time = _hash(end), _num(end["timestamp"])
-    raw_logs = rpc.get_logs(chain.subscription_contract, from_block, to_block)
-    decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in raw_logs]
+    # One served eth_getLogs plus the end block's header from the same node; the controller
+    # shrinks the span on providers' range/size refusals and grows it back slowly.
+    batch = rpc.fetch_logs(from_block, head, address=chain.subscription_contract,
+                           controller=controller or RangeController(chain.max_block_range))
+    to_block = batch.to_block
+    end_hash, end_time = _hash(batch.to_header), _num(batch.to_header["timestamp"])
+    decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in batch.logs]
     times = block_times_for(rpc, decoded, {to_block: end_time})
 
     if to_block <= confirmed:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from listener.config import ChainConfig
 from listener.contracts import deploy_all, load_artifact, send_transaction
 from listener.devchain import DEV_PRIVATE_KEYS, Anvil
 from listener.replay import plan_range, replay
-from listener.rpc import RpcClient
+from listener.rpc import LogBatch, RpcClient
 from listener.scanner import Outcome, scan_once
 from listener.store import Store
 from listener.errors import UserError
@@ -34,9 +34,10 @@ class LossyNode(RpcClient):
         super().__init__([url])
         self.hide_tx = hide_tx
 
-    def get_logs(self, address: str, from_block: int, to_block: int) -> list[dict[str, Any]]:
-        logs = super().get_logs(address, from_block, to_block)
-        return [entry for entry in logs if entry["transactionHash"].lower() not in self.hide_tx]
+    def fetch_logs_once(self, from_block: int, to_block: int, **kwargs: Any) -> LogBatch:
+        batch = super().fetch_logs_once(from_block, to_block, **kwargs)
+        kept = [e for e in batch.logs if e["transactionHash"].lower() not in self.hide_tx]
+        return replace(batch, logs=kept)
 
 
 @dataclass

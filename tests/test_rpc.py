@@ -1,0 +1,261 @@
+"""RpcClient: error classification, retries, failover, chain-id checks, head monotonicity.
+
+Everything below the classification table runs against a real anvil behind the loopback
+fault-injecting proxy (listener/rpcproxy.py); nothing stands in for the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from listener.devchain import Anvil
+from listener.log_ranges import LogRangeError, RangeController
+from listener.rpc import (
+    NodeBehindError,
+    RangeTooLargeError,
+    RpcClient,
+    RpcError,
+    TransientRpcError,
+    WrongChainError,
+    classify_rpc_error,
+)
+from listener.rpcproxy import (
+    ALL_FAULTS,
+    EMITTER_ADDRESS,
+    EMITTER_TOPIC,
+    RpcProxy,
+    emit_logs,
+    install_log_emitter,
+)
+
+CHAIN_ID = 31337
+PER_BLOCK = [0, 2, 0, 1, 6, 0, 0, 3, 1, 0, 5, 2, 0, 0, 0, 4]
+
+# -- classification (pure) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "code", "message", "http", "expected"),
+    [
+        ("eth_getLogs", -32005, "query returned more than 10000 results", None, RangeTooLargeError),
+        ("eth_getLogs", -32602, "eth_getLogs is limited to a 10,000 range", None,
+         RangeTooLargeError),
+        ("eth_getLogs", 413, "Payload Too Large", 413, RangeTooLargeError),
+        ("eth_getLogs", -32005, "daily request count exceeded, request rate limited", None,
+         TransientRpcError),
+        ("eth_getLogs", -32000, "block range extends beyond current head block", None,
+         TransientRpcError),
+        ("eth_call", -32005, "limit exceeded", None, TransientRpcError),
+        ("eth_blockNumber", 429, "Too Many Requests", 429, TransientRpcError),
+        ("eth_blockNumber", 503, "Service Unavailable", 503, TransientRpcError),
+        ("eth_getBlockByNumber", -32000, "header not found", None, TransientRpcError),
+        ("eth_call", -32000, "execution reverted", None, RpcError),
+        ("eth_getLogs", -32602, "invalid argument 0: hex string without 0x prefix", None,
+         RpcError),
+        ("eth_sendRawTransaction", -32000, "nonce too low", None, RpcError),
+        # A range-shaped text outside getLogs is not a range error.
+        ("eth_call", -32602, "block range too large", None, RpcError),
+    ],
+)
+def test_classification(method: str, code: int, message: str, http: int | None,
+                        expected: type) -> None:
+    error = classify_rpc_error(method, code, message, http_status=http)
+    assert type(error) is expected
+
+
+def test_range_error_carries_the_parsed_suggestion() -> None:
+    error = classify_rpc_error(
+        "eth_getLogs", -32005, "query returned more than 10000 results. Try with this block "
+        "range [0x10, 0x20].")
+    assert isinstance(error, RangeTooLargeError)
+    assert (error.hint.suggested_from, error.hint.suggested_to) == (16, 32)
+
+
+# -- against anvil ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chain(module_anvil: Anvil) -> Iterator[Anvil]:
+    install_log_emitter(module_anvil.url)
+    emit_logs(module_anvil.url, PER_BLOCK)
+    yield module_anvil
+
+
+def client(*urls: str, timeout: float = 0.5, attempts: int = 8) -> RpcClient:
+    return RpcClient(list(urls), expected_chain_id=CHAIN_ID, timeout=timeout, attempts=attempts,
+                     backoff_initial=0.002, backoff_max=0.02)
+
+
+def expected_logs(url: str) -> list[tuple[int, int, str]]:
+    rpc = RpcClient([url])
+    logs = rpc.call("eth_getLogs", {"fromBlock": "0x0", "toBlock": "latest",
+                                    "address": EMITTER_ADDRESS})
+    return [key(entry) for entry in logs]
+
+
+def key(entry: dict) -> tuple[int, int, str]:
+    return int(entry["blockNumber"], 16), int(entry["logIndex"], 16), entry["topics"][1]
+
+
+@pytest.mark.parametrize("fault", ALL_FAULTS)
+def test_every_fault_shape_is_survived(chain: Anvil, fault: str) -> None:
+    """One scheduled fault of each kind, then the same call succeeds with the right answer."""
+    head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
+    with RpcProxy(chain.url, schedule=[fault], timeout_sleep=1.0) as proxy:
+        rpc = client(proxy.url)
+        logs, last = rpc.get_logs_adaptive(0, head, address=EMITTER_ADDRESS,
+                                           topics=[EMITTER_TOPIC],
+                                           controller=RangeController(1000))
+        if last == head:
+            assert [key(e) for e in logs] == expected_logs(chain.url)
+        else:  # a range refusal: the first half was served, the cursor moves to exactly it
+            assert fault in ("alchemy_size", "infura_results", "infura_results_data",
+                             "infura_results_text", "reth_results")
+            assert [key(e) for e in logs] == [k for k in expected_logs(chain.url)
+                                              if k[0] <= last]
+        assert proxy.faults[fault] == 1
+
+
+def test_wrong_chain_single_endpoint_is_refused(chain: Anvil) -> None:
+    with RpcProxy(chain.url, chain_id=1) as wrong:
+        with pytest.raises(WrongChainError, match="serves chain id 1, expected 31337"):
+            client(wrong.url).block_number()
+
+
+def test_wrong_chain_endpoint_is_skipped_for_a_good_one(chain: Anvil) -> None:
+    with RpcProxy(chain.url, chain_id=5) as wrong, RpcProxy(chain.url) as good:
+        rpc = client(wrong.url, good.url)
+        for _ in range(5):
+            assert rpc.block_number() >= len(PER_BLOCK)
+        assert good.methods["eth_blockNumber"] == 5
+        assert wrong.methods["eth_blockNumber"] == 0
+        assert rpc.url == good.url
+        assert sum(rpc.error_counts.values()) == 1
+
+
+def test_chain_id_is_rechecked_after_a_dropped_connection(chain: Anvil) -> None:
+    with RpcProxy(chain.url, schedule=[None, None, "drop"]) as proxy:
+        rpc = client(proxy.url)
+        rpc.block_number()  # chainId + blockNumber
+        rpc.block_number()  # dropped, then chainId again + blockNumber
+        assert proxy.methods["eth_chainId"] == 2
+
+
+def test_lagging_node_never_rewinds_the_head(chain: Anvil) -> None:
+    with RpcProxy(chain.url) as good, RpcProxy(chain.url, lag_blocks=5) as lagging:
+        rpc = client(good.url, lagging.url)
+        head = rpc.block_number()
+        good.settings.schedule = ["http_503"]
+        assert rpc.block_number() == head  # served by the lagging node, reported unchanged
+        assert rpc.url == lagging.url
+        assert lagging.methods["eth_blockNumber"] == 1
+
+
+@pytest.mark.parametrize("mode", ["truncate", "error"])
+def test_lagging_node_is_not_trusted_for_blocks_it_lacks(chain: Anvil, mode: str) -> None:
+    """Asked beyond its head, the lagging node's (short) answer is refused: fail over."""
+    head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
+    with (RpcProxy(chain.url, lag_blocks=4, lag_mode=mode) as lagging,
+          RpcProxy(chain.url) as good):
+        rpc = client(lagging.url, good.url)
+        logs, last = rpc.get_logs_adaptive(0, head, address=EMITTER_ADDRESS,
+                                           controller=RangeController(1000))
+        assert last == head
+        assert [key(e) for e in logs] == expected_logs(chain.url)
+        assert lagging.methods["eth_getLogs"] == 1
+        assert good.methods["eth_getLogs"] == 1
+
+
+def test_lagging_only_node_gives_a_transient_error(chain: Anvil) -> None:
+    head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
+    with RpcProxy(chain.url, lag_blocks=3) as lagging:
+        rpc = client(lagging.url, attempts=3)
+        with pytest.raises(NodeBehindError):
+            rpc.get_logs(EMITTER_ADDRESS, 0, head)
+        with pytest.raises(NodeBehindError):
+            rpc.get_block(head)
+        assert rpc.get_block(head - 3)["number"] == hex(head - 3)
+
+
+def test_transient_errors_give_up_after_the_attempts(chain: Anvil) -> None:
+    with RpcProxy(chain.url, fault_rate=1.0, fault_kinds=("http_429",)) as proxy:
+        with pytest.raises(TransientRpcError, match="HTTP 429"):
+            client(proxy.url, attempts=3).block_number()
+        assert proxy.requests == 3
+
+
+def test_fatal_error_is_not_retried(chain: Anvil) -> None:
+    with RpcProxy(chain.url) as proxy:
+        rpc = client(proxy.url)
+        with pytest.raises(RpcError) as info:
+            rpc.call("eth_getBlockByNumber", "not-a-block", False)
+        assert not isinstance(info.value, TransientRpcError)
+        assert proxy.methods["eth_getBlockByNumber"] == 1
+
+
+def test_block_span_limit_is_learned(chain: Anvil) -> None:
+    head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
+    with RpcProxy(chain.url, seed=3, max_range=4) as proxy:
+        rpc = client(proxy.url)
+        controller = RangeController(64, grow_after=1)
+        got, cursor = [], -1
+        while cursor < head:
+            logs, cursor = rpc.get_logs_adaptive(cursor + 1, head, address=EMITTER_ADDRESS,
+                                                 controller=controller)
+            got += [key(e) for e in logs]
+        assert got == expected_logs(chain.url)
+        assert controller.ceiling <= 4
+        assert sum(v for k, v in proxy.faults.items() if k.startswith("max_range:")) >= 1
+
+
+def test_single_block_over_the_result_cap_gives_up_naming_it(chain: Anvil) -> None:
+    cap = 4
+    first_dense = next(i for i, n in enumerate(PER_BLOCK) if n > cap) + 1  # block 0 is genesis
+    head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
+    with RpcProxy(chain.url, seed=1, max_results=cap) as proxy:
+        rpc = client(proxy.url)
+        controller = RangeController(64)
+        got, cursor = [], -1
+        with pytest.raises(LogRangeError, match=f"single block {first_dense} "):
+            while cursor < head:
+                logs, cursor = rpc.get_logs_adaptive(cursor + 1, head, address=EMITTER_ADDRESS,
+                                                     controller=controller)
+                got += [key(e) for e in logs]
+        assert cursor == first_dense - 1
+        assert got == [k for k in expected_logs(chain.url) if k[0] < first_dense]
+        assert sum(proxy.faults.values()) >= 2
+
+
+def test_provider_without_batches_is_served_call_by_call(chain: Anvil) -> None:
+    head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
+    with RpcProxy(chain.url, no_batch=True) as proxy:
+        rpc = client(proxy.url)
+        logs, last = rpc.get_logs_adaptive(0, head, address=EMITTER_ADDRESS,
+                                           controller=RangeController(1000))
+        assert last == head
+        assert [key(e) for e in logs] == expected_logs(chain.url)
+        assert proxy.faults["no_batch"] == 1
+        assert proxy.methods["eth_getLogs"] == 1
+
+
+def test_threads_share_one_client_through_faults_and_failover(chain: Anvil) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
+    with (RpcProxy(chain.url, chain_id=7) as wrong,
+          RpcProxy(chain.url, seed=5, fault_rate=0.3,
+                   fault_kinds=("http_429", "http_503", "drop", "rate_limit")) as flaky_a,
+          RpcProxy(chain.url, seed=6, fault_rate=0.3,
+                   fault_kinds=("http_503", "truncate", "header_not_found")) as flaky_b):
+        rpc = client(wrong.url, flaky_a.url, flaky_b.url, attempts=12)
+
+        def work(_: int) -> list[int]:
+            return [rpc.block_number() for _ in range(15)]
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(work, range(4)))
+        assert all(r == [head] * 15 for r in results)
+        assert wrong.methods["eth_blockNumber"] == 0
+        assert sum(flaky_a.faults.values()) + sum(flaky_b.faults.values()) >= 5
