@@ -9,7 +9,8 @@ class                typical message / cause                                    
 ===================  ===========================================================  =========
 Locked               ``VM is locked (clone)``, ``can't lock file ... got timeout``  yes
 AlreadyExists        ``unable to create VM N: config file already exists``,         no
-                     ``VM N already exists``
+                     ``VM N already exists``; subclass VmidTaken: the id is held by
+                     a VM that is not provably ours (allocate another id)
 NotFound             ``Configuration file 'nodes/x/qemu-server/N.conf' does not     no
                      exist``, ``unable to find configuration file for VM N``
 PermissionDenied     HTTP 401 / 403, ``Permission check failed (/vms/N, ...)``      no
@@ -64,6 +65,11 @@ class Locked(PveError):
 
 class AlreadyExists(PveError):
     """The VMID is taken (and, from the backend, not by a VM that is provably ours)."""
+
+
+class VmidTaken(AlreadyExists):
+    """The VMID is held by a VM we cannot prove is ours (a foreign VM, or one invisible to our
+    pool-scoped token): skip this id and allocate another one - never reuse or touch it."""
 
 
 class NotFound(PveError):

@@ -20,7 +20,7 @@ import re
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -40,6 +40,7 @@ from provisioner.backend import (
     parse_marker,
     subscription_tag,
 )
+from provisioner.clone_journal import CloneJournal, MemoryCloneJournal, new_entry
 from provisioner.errors import (
     AlreadyExists,
     Locked,
@@ -48,6 +49,7 @@ from provisioner.errors import (
     PveError,
     TaskFailed,
     Transient,
+    VmidTaken,
     classify,
 )
 
@@ -196,7 +198,11 @@ class ProxmoxAPIBackend:
         task_timeout: float = 600,
         poll_interval: float = 0.2,
         timeout: float = 30,
+        journal_dir: Path | None = None,
     ) -> None:
+        """``journal_dir`` (recommended in production, e.g. ``<state dir>/clones``) keeps the
+        clones in flight across a crash, so a restart waits for and adopts its own half-made
+        VM instead of mistaking it for a foreign one."""
         split = urlsplit(api_url if "://" in api_url else f"https://{api_url}")
         if split.scheme != "https" or not split.hostname:
             raise ValueError(f"Proxmox API URL must be https://HOST[:PORT]: {api_url!r}")
@@ -224,6 +230,8 @@ class ProxmoxAPIBackend:
         self.timeout = timeout
         self._local = threading.local()
         self._template_nodes: dict[int, str] = {}
+        self._journal: CloneJournal | MemoryCloneJournal = (
+            CloneJournal(Path(journal_dir)) if journal_dir is not None else MemoryCloneJournal())
 
     def __repr__(self) -> str:
         return (f"ProxmoxAPIBackend({self.api_url!r}, token_id={self.token_id!r}, "
@@ -278,6 +286,11 @@ class ProxmoxAPIBackend:
         except (ResourceException, requests.exceptions.RequestException) as exc:
             raise self._map_exception(exc, what) from None
         raise ValueError(f"unsupported method {method}")
+
+    def request(self, method: str, path: str, **params: Any) -> Any:
+        """One typed-error API call for sibling modules (e.g. template_build); ``path`` is
+        relative to /api2/json."""
+        return self._req(method, path, **params)
 
     # ------------------------------------------------------------------ tasks
 
@@ -370,6 +383,11 @@ class ProxmoxAPIBackend:
             out[str(entry["node"])] = max(0, int(entry.get("maxmem", 0)) - int(entry.get("mem", 0)))
         return out
 
+    def node_resources(self) -> list[dict[str, Any]]:
+        """The ``/cluster/resources?type=node`` entries, as
+        :func:`provisioner.placement.choose_node` takes them."""
+        return [e for e in self._resources("node") if e.get("type") == "node"]
+
     def online_nodes(self) -> list[str]:
         return sorted(self.free_memory_by_node())
 
@@ -392,6 +410,8 @@ class ProxmoxAPIBackend:
                 problems.append(f"marker name={marker.name!r}, expected {name!r}")
         if vm.name != name:
             problems.append(f"name is {vm.name!r}, expected {name!r}")
+        if vm.entry.get("template") or vm.config.get("template"):
+            problems.append("is a template")
         tags = set(vm.tags)
         own_sub = subscription_tag(subscription_id)
         foreign_subs = sorted(t for t in tags if t.startswith("sub-") and t != own_sub)
@@ -408,8 +428,16 @@ class ProxmoxAPIBackend:
         return problems
 
     def _verify_owned(self, vm: _VM, ref: VMRef, action: str) -> None:
+        if ref.smbios_uuid is None:
+            log.warning("pve.ownership.no_recorded_uuid", vmid=vm.vmid, action=action,
+                        detail="smbios uuid never recorded; checked pool, tags and marker only")
+        # tags are not a clone parameter: a clone whose configure step never ran (crash) has
+        # none yet; pool + marker (written in the clone call) still prove it is ours
+        half_made = not [t for t in vm.tags if t != f"{self.tag}-deleting"]
+        if half_made:
+            log.info("pve.ownership.untagged_clone", vmid=vm.vmid, action=action)
         problems = self._marker_problems(vm, subscription_id=ref.subscription_id, name=ref.name,
-                                         smbios_uuid=ref.smbios_uuid, require_tags=True)
+                                         smbios_uuid=ref.smbios_uuid, require_tags=not half_made)
         if problems:
             log.warning("pve.ownership.mismatch", vmid=vm.vmid, action=action, problems=problems)
             raise OwnershipMismatch(0, f"refusing to {action} VM {vm.vmid}: not ours ("
@@ -417,12 +445,18 @@ class ProxmoxAPIBackend:
 
     def _check_adoptable(self, vm: _VM, spec: VMSpec) -> None:
         if vm.lock == "clone" and parse_marker(vm.description) is None:
+            pending = self._journal.get(vm.vmid)
+            ours = pending is not None and pending.subscription_id == spec.subscription_id
+            if not ours and isinstance(self._journal, CloneJournal):
+                # the journal is written before every clone POST: no entry = not our clone
+                raise VmidTaken(0, f"VMID {vm.vmid} is being cloned by someone else "
+                                   "(lock: clone, no clone of ours recorded)")
             raise Locked(0, f"VM {vm.vmid} is being cloned (lock: clone); retry later")
         problems = self._marker_problems(vm, subscription_id=spec.subscription_id,
                                          name=spec.name, smbios_uuid=None, require_tags=False)
         if problems:
             log.warning("pve.create.vmid_taken", vmid=vm.vmid, problems=problems)
-            raise AlreadyExists(0, f"VMID {vm.vmid} is taken by a VM that is not ours ("
+            raise VmidTaken(0, f"VMID {vm.vmid} is taken by a VM that is not ours ("
                                    + "; ".join(problems) + ")")
         if vm.lock:
             raise Locked(0, f"VM {vm.vmid} is locked ({vm.lock})")
@@ -452,10 +486,11 @@ class ProxmoxAPIBackend:
         blog = log.bind(vmid=spec.vmid, name=spec.name, sub=spec.subscription_id)
         vm = self._inspect(spec.vmid)
         if vm is None:
-            vm = self._clone(spec)
+            vm = self._clone_or_resume(spec)
         else:
             self._check_adoptable(vm, spec)
             blog.info("pve.create.adopt", node=vm.node)
+        self._journal.remove(spec.vmid)
         if spec.user_data is not None:
             self._write_snippet(spec.name, spec.user_data)
         self._configure(vm, spec)
@@ -465,6 +500,68 @@ class ProxmoxAPIBackend:
         blog.info("pve.create.done", node=vm.node, smbios_uuid=vm.smbios_uuid)
         return VMRef(vmid=spec.vmid, node=vm.node, name=spec.name,
                      subscription_id=spec.subscription_id, smbios_uuid=vm.smbios_uuid)
+
+    def vmid_is_free(self, vmid: int) -> bool:
+        """Public form of the cluster-wide check, for the allocator: skip ids this says are
+        taken (a check at this moment, never a reservation)."""
+        return self._id_is_free(vmid)
+
+    def _id_is_free(self, vmid: int) -> bool:
+        """``GET /cluster/nextid?vmid=N``: whether N is unused cluster-wide right now (a check,
+        never a reservation)."""
+        try:
+            self._req("GET", "cluster/nextid", vmid=vmid)
+        except AlreadyExists:
+            return False
+        return True
+
+    def _task_state(self, upid: str) -> tuple[str, str]:
+        """(``running`` | ``stopped``, exitstatus) of a task; NotFound when PVE forgot it."""
+        node = Tasks.decode_upid(upid)["node"]
+        status = self._req("GET", f"nodes/{node}/tasks/{upid}/status")
+        return str(status.get("status") or ""), str(status.get("exitstatus") or "")
+
+    def _clone_or_resume(self, spec: VMSpec) -> _VM:
+        """The VMID is not visible to us: resume a clone we started earlier (maybe before a
+        crash), or start one. Raises Locked while our own clone still runs and VmidTaken when
+        the id is held by something we did not create."""
+        pending = self._journal.get(spec.vmid)
+        blog = log.bind(vmid=spec.vmid, sub=spec.subscription_id)
+        if pending is not None and pending.subscription_id != spec.subscription_id:
+            blog.info("pve.clone.stale_journal", other_sub=pending.subscription_id)
+            self._journal.remove(spec.vmid)
+            pending = None
+        if pending is not None:
+            if pending.upid is not None:
+                try:
+                    state, exitstatus = self._task_state(pending.upid)
+                except NotFound:
+                    state, exitstatus = "stopped", "task vanished"
+                if state == "running":
+                    raise Locked(0, f"our clone into VM {spec.vmid} is still running "
+                                    f"({pending.upid}); retry later", upid=pending.upid)
+                if exitstatus == "OK" or exitstatus.startswith("WARNINGS"):
+                    vm = self._inspect(spec.vmid)
+                    if vm is None:
+                        raise Transient(0, f"clone of VM {spec.vmid} finished but the VM is "
+                                           "not visible yet")
+                    self._check_adoptable(vm, spec)
+                    blog.info("pve.clone.resumed", upid=pending.upid)
+                    return vm
+                # a failed clone task frees its volumes and config: start over
+                blog.info("pve.clone.previous_failed", upid=pending.upid, exitstatus=exitstatus)
+                self._journal.remove(spec.vmid)
+            elif not self._id_is_free(spec.vmid):
+                # the POST went out but its answer was lost (crash, dropped connection)
+                if time.time() - pending.started_at < self.task_timeout:
+                    raise Locked(0, f"VM {spec.vmid} exists but is not visible yet; our clone "
+                                    "is probably still running; retry later")
+                self._journal.remove(spec.vmid)
+                raise VmidTaken(0, f"VMID {spec.vmid} is held by a VM this token cannot see "
+                                   f"(no clone of ours finished within {self.task_timeout:g}s)")
+            else:
+                self._journal.remove(spec.vmid)
+        return self._clone(spec)
 
     def _clone(self, spec: VMSpec) -> _VM:
         tnode = self._template_node(spec.template_vmid)
@@ -481,21 +578,33 @@ class ProxmoxAPIBackend:
             params["storage"] = spec.storage
         blog = log.bind(vmid=spec.vmid, template=spec.template_vmid, node=tnode,
                         target=spec.node)
+        intent = new_entry(spec.vmid, spec.subscription_id, spec.name, spec.template_vmid)
+        self._journal.record(intent)
         try:
             upid = self._req("POST", f"nodes/{tnode}/qemu/{spec.template_vmid}/clone", **params)
         except AlreadyExists:
+            self._journal.remove(spec.vmid)
             vm = self._inspect(spec.vmid)
             if vm is None:
-                raise AlreadyExists(0, f"VMID {spec.vmid} already exists and is not visible to "
-                                       "this token (not ours, or a clone still running)") from None
+                blog.warning("pve.create.vmid_taken", problems=["not visible to this token"])
+                raise VmidTaken(0, f"VMID {spec.vmid} already exists and is not visible to "
+                                   "this token (not ours)") from None
             self._check_adoptable(vm, spec)
             blog.info("pve.clone.adopt_existing")
             return vm
         except Transient as exc:
             blog.warning("pve.clone.outcome_unknown", error=exc.message)
             return self._recover_clone(spec, exc)
+        except PveError:
+            self._journal.remove(spec.vmid)
+            raise
+        self._journal.record(replace(intent, upid=str(upid)))
         blog.info("pve.clone.started", upid=upid)
-        self.wait_task(upid)
+        try:
+            self.wait_task(upid)
+        except (TaskFailed, Locked, AlreadyExists, NotFound):
+            self._journal.remove(spec.vmid)  # PVE cleaned up after the failed worker
+            raise
         vm = self._inspect(spec.vmid)
         if vm is None:
             raise Transient(0, f"clone of VM {spec.vmid} finished but the VM is not visible yet")
@@ -512,6 +621,7 @@ class ProxmoxAPIBackend:
             except AlreadyExists:
                 pass  # the VMID exists: our clone (probably) started
             else:
+                self._journal.remove(spec.vmid)
                 raise Transient(0, f"clone of VM {spec.vmid} was not started ({cause.message}); "
                                    "safe to retry") from None
             vm = self._inspect(spec.vmid)
@@ -648,17 +758,36 @@ class ProxmoxAPIBackend:
         log.info("pve.stop.done", vmid=vm.vmid)
 
     def destroy(self, ref: VMRef) -> None:
+        """Two-phase: verify every marker, mark the VM ``<tag>-deleting`` with a digest
+        compare-and-set (so nothing changed since the check), stop, re-verify the same instance
+        (smbios uuid), then delete with purge. Missing = success."""
         vm = self._inspect(ref.vmid)
         if vm is None:
+            if self._own_clone_in_flight(ref):
+                raise Locked(0, f"our clone into VM {ref.vmid} is still running; it is "
+                                "destroyed once it has finished (retry later)")
+            self._journal.remove(ref.vmid)
             log.info("pve.destroy.absent", vmid=ref.vmid)
             self._remove_snippet(ref.name)
             return
         self._verify_owned(vm, ref, "destroy")
         if vm.lock:
             raise Locked(0, f"VM {vm.vmid} is locked ({vm.lock})")
+        deleting = f"{self.tag}-deleting"
+        if deleting not in vm.tags:
+            params: dict[str, Any] = {"tags": ";".join(sorted({*vm.tags, deleting}))}
+            if vm.digest:
+                params["digest"] = vm.digest
+            self._req("PUT", f"nodes/{vm.node}/qemu/{vm.vmid}/config", **params)
         if self._power(vm) != "stopped":
             upid = self._req("POST", f"nodes/{vm.node}/qemu/{vm.vmid}/status/stop")
             self.wait_task(upid)
+        again = self._inspect(ref.vmid)
+        if again is None:
+            log.info("pve.destroy.vanished", vmid=vm.vmid)
+            self._remove_snippet(ref.name)
+            return
+        self._verify_owned(again, replace(ref, smbios_uuid=vm.smbios_uuid), "destroy")
         try:
             upid = self._req("DELETE", f"nodes/{vm.node}/qemu/{vm.vmid}", purge=1,
                              **{"destroy-unreferenced-disks": 1})
@@ -667,8 +796,25 @@ class ProxmoxAPIBackend:
             log.info("pve.destroy.vanished", vmid=vm.vmid)
         if self._inspect(ref.vmid) is not None:
             raise Transient(0, f"VM {ref.vmid} still exists after destroy")
+        pending = self._journal.get(ref.vmid)
+        if pending is not None and pending.subscription_id == ref.subscription_id:
+            self._journal.remove(ref.vmid)
         self._remove_snippet(ref.name)
         log.info("pve.destroy.done", vmid=vm.vmid)
+
+    def _own_clone_in_flight(self, ref: VMRef) -> bool:
+        """Whether a clone we journalled for this subscription may still produce the VM
+        (destroying "nothing" now would leak it once the clone task finishes)."""
+        pending = self._journal.get(ref.vmid)
+        if pending is None or pending.subscription_id != ref.subscription_id:
+            return False
+        if pending.upid is not None:
+            try:
+                state, _ = self._task_state(pending.upid)
+            except NotFound:
+                return False
+            return state == "running"
+        return not self._id_is_free(ref.vmid)
 
     def status(self, ref: VMRef) -> VMStatus | None:
         vm = self._inspect(ref.vmid)

@@ -415,6 +415,16 @@ ENDPOINTS: dict[tuple[str, str], dict[str, P]] = {
     ("GET", "/pools/{poolid}"): {"poolid": P("string", optional=False, fmt="pve-poolid"),
                                  "type": P("string", enum=("qemu", "lxc", "storage"))},
     ("GET", "/nodes/{node}/qemu"): {"node": NODE, "full": P("boolean")},
+    ("POST", "/nodes/{node}/qemu"): {
+        **CONFIG_KEYS, "node": NODE, "vmid": VMID,
+        "pool": P("string", fmt="pve-poolid"),
+        "start": P("boolean"),
+        "storage": P("string", fmt="pve-storage-id"),
+        "template": P("boolean"),
+    },
+    ("POST", "/nodes/{node}/qemu/{vmid}/template"): {
+        "node": NODE, "vmid": VMID, "disk": P("string", enum=RESIZE_DISKS),
+    },
     ("GET", "/nodes/{node}/qemu/{vmid}"): {"node": NODE, "vmid": VMID},
     ("DELETE", "/nodes/{node}/qemu/{vmid}"): {
         "node": NODE, "vmid": VMID, "purge": P("boolean"),

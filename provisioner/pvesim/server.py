@@ -9,7 +9,19 @@ PVE conventions reproduced here:
 * form-encoded POST/PUT bodies, query parameters for GET/DELETE;
 * permission check (403) before parameter verification (400) before the handler.
 
-The control API (``/_sim/...``, plain JSON, no auth) answers loopback clients only.
+The control API (``/_sim/...``, plain JSON, no auth) answers loopback clients only:
+``GET /_sim/state``; ``GET|POST|DELETE /_sim/faults``; ``POST /_sim/vms`` (a VM made behind the
+API's back, e.g. a foreign one); ``POST|DELETE /_sim/vms/{vmid}`` (out-of-band edits: lock,
+pool, status, config); ``POST /_sim/nodes/{node}`` (online/offline, capacity);
+``POST /_sim/tasks/{upid}/finish``; ``POST /_sim/reset``.
+
+A fault is ``{"op": <endpoint op or "*">, "mode": ..., "count": N, "skip": N, "vmid"/"newid"/
+"node": filters, "message", "status", "seconds"}`` with mode one of ``http_error`` (status +
+message in the reason phrase, before any side effect; e.g. 500/503/595), ``fail_task`` (the
+UPID task ends with ``message``, after PVE's own cleanup), ``hang`` (the task never ends until
+finished over the control API), ``slow_task`` (the task takes ``seconds``), ``drop_connection``
+(side effect done, answer never sent) and ``latency``. Faults live in the state file, so they
+survive a restart.
 """
 
 from __future__ import annotations
@@ -63,6 +75,8 @@ ROUTE_TABLE: list[tuple[str, str, str]] = [
     ("GET", "/pools", "pools"),
     ("GET", "/pools/{poolid}", "pool"),
     ("GET", "/nodes/{node}/qemu", "vm_list"),
+    ("POST", "/nodes/{node}/qemu", "create"),
+    ("POST", "/nodes/{node}/qemu/{vmid}/template", "template"),
     ("GET", "/nodes/{node}/qemu/{vmid}", "vm_index"),
     ("DELETE", "/nodes/{node}/qemu/{vmid}", "destroy"),
     ("POST", "/nodes/{node}/qemu/{vmid}/clone", "clone"),
@@ -84,6 +98,7 @@ assert all((r.method, r.template) in P.ENDPOINTS for r in ROUTES)
 #: privilege needed on /vms/{vmid} per operation (PVE's ``permissions.check``)
 VM_PRIVS = {
     "destroy": "VM.Allocate",
+    "template": "VM.Allocate",
     "config_get": "VM.Audit",
     "config_put": "VM.Config.Options",
     "config_post": "VM.Config.Options",
@@ -336,6 +351,12 @@ class Handler(BaseHTTPRequestHandler):
                 sim.check_perm(token_id, f"/pool/{pool}", "VM.Allocate")
             else:
                 sim.check_perm(token_id, f"/vms/{raw.get('newid')}", "VM.Allocate")
+        elif route.op == "create":
+            pool = raw.get("pool")
+            if pool:
+                sim.check_perm(token_id, f"/pool/{pool}", "VM.Allocate")
+            else:
+                sim.check_perm(token_id, f"/vms/{raw.get('vmid')}", "VM.Allocate")
         elif route.op == "pool":
             sim.check_perm(token_id, f"/pool/{raw.get('poolid')}", "Pool.Audit")
         elif route.op in VM_PRIVS:
@@ -356,6 +377,8 @@ class Handler(BaseHTTPRequestHandler):
             "vm_index": lambda: sim.vm_index(token_id, node, vmid),
             "destroy": lambda: sim.destroy(token_id, node, vmid, p, fault),
             "clone": lambda: sim.clone(token_id, node, vmid, p, fault),
+            "create": lambda: sim.qm_create(token_id, node, p, fault),
+            "template": lambda: sim.qm_template(token_id, node, vmid, p, fault),
             "config_get": lambda: sim.config_get(token_id, node, vmid),
             "config_put": lambda: sim.config_update(token_id, node, vmid, p, background=False,
                                                     fault=fault),

@@ -32,11 +32,15 @@ MIB = 1024**2
 OPS = (
     "version", "nodes", "cluster_resources", "nextid", "pools", "pool", "vm_list", "vm_index",
     "clone", "config_get", "config_put", "config_post", "resize", "status_current", "start",
-    "shutdown", "stop", "destroy", "agent_ping", "task_status", "task_log",
+    "shutdown", "stop", "destroy", "agent_ping", "task_status", "task_log", "create", "template",
 )
 #: operations that return a UPID (``fail_task`` / ``hang`` act on their task)
-TASK_OPS = ("clone", "config_post", "resize", "start", "shutdown", "stop", "destroy")
-FAULT_MODES = ("http_error", "http_500", "fail_task", "hang", "drop_connection", "latency")
+TASK_OPS = ("clone", "config_post", "resize", "start", "shutdown", "stop", "destroy", "create",
+            "template")
+FAULT_MODES = ("http_error", "http_500", "fail_task", "hang", "drop_connection", "latency",
+               "slow_task")
+#: modes that act on the UPID task of a task op (not on the HTTP exchange)
+TASK_FAULT_MODES = ("fail_task", "slow_task")
 
 DEFAULT_TASK_FAILURES = {
     "clone": "can't lock file '/var/lock/qemu-server/lock-{newid}.conf' - got timeout",
@@ -46,7 +50,13 @@ DEFAULT_TASK_FAILURES = {
     "shutdown": "VM quit/powerdown failed - got timeout",
     "stop": "can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout",
     "destroy": "error with cfs lock 'storage-local-lvm': got lock request timeout",
+    "create": "error with cfs lock 'storage-local-lvm': got lock request timeout",
+    "template": "can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout",
 }
+#: storages every simulated node has, and what they hold
+STORAGES = {"local": "backup,import,iso,snippets,vztmpl", "local-lvm": "images,rootdir"}
+#: virtual size the simulator gives an imported cloud image
+IMPORTED_IMAGE_SIZE = 3584 * 1024**2
 
 _DISK_KEY_RE = re.compile(r"^(ide|sata|scsi|virtio)\d+$|^efidisk0$|^tpmstate0$")
 _SIZE_RE = re.compile(r"^(\+)?(\d+(?:\.\d+)?)([KMGT]?)$")
@@ -401,7 +411,7 @@ class Simulator:
             raise SimError(400, f"unknown op {op!r}; one of: * {' '.join(OPS)}")
         if mode not in FAULT_MODES:
             raise SimError(400, f"unknown mode {mode!r}; one of: {' '.join(FAULT_MODES)}")
-        if mode in ("fail_task",) and op not in TASK_OPS:
+        if mode in TASK_FAULT_MODES and op not in TASK_OPS:
             raise SimError(400, f"mode {mode} needs a task op: {' '.join(TASK_OPS)}")
         unknown = set(spec) - {"op", "mode", "count", "skip", "message", "status", "seconds",
                                "vmid", "node", "newid"}
@@ -444,7 +454,7 @@ class Simulator:
                     continue
                 if fault["node"] is not None and fault["node"] != node:
                     continue
-                if fault["mode"] == "fail_task" and op not in TASK_OPS:
+                if fault["mode"] in TASK_FAULT_MODES and op not in TASK_OPS:
                     continue
                 if fault["skip"] > 0:
                     fault["skip"] -= 1
@@ -468,6 +478,8 @@ class Simulator:
         nodeinfo = self.state["nodes"][node]
         pstart = int((now() - nodeinfo.get("booted", now())) * 100) + 1000
         starttime = int(now())
+        if fault is not None and fault["mode"] == "slow_task":
+            duration = float(fault["seconds"])
         upid = (f"UPID:{node}:{pid:08X}:{pstart:08X}:{starttime:08X}:{ttype}:{tid}:"
                 f"{token_id}:")
         task = {
@@ -512,6 +524,8 @@ class Simulator:
             exitstatus = "OK"
         except TaskError as exc:
             exitstatus = str(exc)
+            if action["op"] == "create":
+                self._create_cleanup(action)
             if action["op"] == "clone":
                 # PVE frees the new volumes and unlinks the temporary config, then dies
                 self._clone_cleanup(action)
@@ -620,8 +634,8 @@ class Simulator:
                     out.append(self._node_entry(name, info))
             if rtype in (None, "storage"):
                 for name in sorted(self.state["nodes"]):
-                    for sid, content, ptype in (("local", "backup,iso,snippets,vztmpl", "dir"),
-                                                ("local-lvm", "images,rootdir", "lvmthin")):
+                    for sid, content, ptype in (("local", STORAGES["local"], "dir"),
+                                                ("local-lvm", STORAGES["local-lvm"], "lvmthin")):
                         out.append({"id": f"storage/{name}/{sid}", "type": "storage",
                                     "node": name, "storage": sid, "content": content,
                                     "plugintype": ptype, "status": "available", "shared": 0,
@@ -841,6 +855,145 @@ class Simulator:
         if action["pool"]:
             vm["pool"] = action["pool"]
         task["log"].append("transferred 2.0 GiB of 2.0 GiB (100.00%)")
+
+    # ------------------------------------------------------------------ create / template
+
+    def qm_create(self, token_id: str, node: str, p: dict[str, Any],
+                  fault: dict[str, Any] | None = None) -> str:
+        """``POST /nodes/{node}/qemu``: the early checks are synchronous, disk allocation and
+        image import run in the ``qmcreate`` worker while the config holds ``lock: create``."""
+        with self.lock:
+            self.check_node(node)
+            vmid = int(p["vmid"])
+            if str(vmid) in self._vms():
+                raise SimError(500, f"unable to create VM {vmid}: config file already exists")
+            pool = p.get("pool")
+            if pool is not None and pool not in self.state["pools"]:
+                raise SimError(500, f"pool '{pool}' does not exist")
+            params = {k: v for k, v in p.items()
+                      if k not in ("node", "vmid", "pool", "start", "storage")}
+            for key, value in params.items():
+                if _DISK_KEY_RE.match(key):
+                    src = P.parse_property_string(str(value), "file").get("import-from", "")
+                    if src.startswith("/") and not self.is_root(token_id):
+                        raise SimError(403, "Permission check failed (Only root can pass "
+                                            "arbitrary filesystem paths.)")
+            self._vms()[str(vmid)] = self._new_vm_record(vmid, node, {"lock": "create"},
+                                                         pool=None)
+            action = {"op": "create", "vmid": vmid, "params": params, "pool": pool,
+                      "start": bool(p.get("start"))}
+            upid = self._new_task(token_id, node, "qmcreate", str(vmid), self.cfg.clone_seconds,
+                                  action, fault)
+            self._save()
+            return upid
+
+    def _import_size(self, src: str) -> int:
+        if src.startswith("/"):
+            path = Path(src)
+        else:
+            storage, _, rel = src.partition(":")
+            if storage not in STORAGES or "import" not in STORAGES[storage].split(","):
+                raise TaskError(f"storage '{storage}' does not support content-type 'import'")
+            if not rel.startswith("import/") or ".." in rel.split("/"):
+                raise TaskError(f"unable to parse volume filename '{rel}'")
+            if self.cfg.snippets_dir is None:
+                return IMPORTED_IMAGE_SIZE
+            path = self.cfg.snippets_dir / rel
+        if not path.is_file():
+            raise TaskError(f"volume '{src}' does not exist")
+        return IMPORTED_IMAGE_SIZE
+
+    def _task_create(self, task: dict[str, Any], action: dict[str, Any]) -> None:
+        vmid = action["vmid"]
+        vm = self._get_vm(vmid)
+        if vm is None or vm["config"] != {"lock": "create"}:
+            raise TaskError(f"unable to create VM {vmid}: config file vanished")
+        conf: dict[str, Any] = {}
+        index = 0
+        for key, value in sorted(action["params"].items()):
+            if not _DISK_KEY_RE.match(key):
+                conf[key] = value
+                continue
+            opts = P.parse_property_string(str(value), "file")
+            volume = opts.pop("file")
+            storage, _, rest = volume.partition(":")
+            if storage not in STORAGES:
+                raise TaskError(f"storage '{storage}' does not exist")
+            if rest == "cloudinit":
+                conf[key] = f"{storage}:vm-{vmid}-cloudinit,media=cdrom"
+                continue
+            if opts.get("media") == "cdrom":
+                conf[key] = value
+                continue
+            src = opts.pop("import-from", None)
+            if src:
+                size = self._import_size(src)
+                task["log"].append(f"importing disk '{src}' to VM {vmid} ...")
+            elif re.fullmatch(r"\d+(\.\d+)?", rest):
+                size = int(float(rest) * GIB)
+            else:
+                conf[key] = value
+                continue
+            if size <= 0:
+                size = GIB  # PVE: a size of 0 without import-from allocates nothing useful
+            opts.pop("size", None)
+            items = [f"{k}={v}" for k, v in opts.items()] + [f"size={format_size(size)}"]
+            conf[key] = ",".join([f"{storage}:vm-{vmid}-disk-{index}", *items])
+            index += 1
+        for key in [k for k in conf if k.startswith("net") and k[3:].isdigit()]:
+            net = P.parse_net(str(conf[key]))
+            if not net.get("macaddr"):
+                net["macaddr"] = gen_mac()
+            conf[key] = P.format_net(net)
+        if conf.get("tags"):
+            conf["tags"] = ";".join(sorted(set(P.parse_tags(str(conf["tags"])))))
+        conf.setdefault("smbios1", f"uuid={uuid.uuid4()}")
+        conf.setdefault("vmgenid", str(uuid.uuid4()))
+        vm["config"] = conf
+        vm["pool"] = action["pool"]
+        if action["start"] and not conf.get("template"):
+            vm["status"] = "running"
+            vm["started_at"] = now()
+            vm["pid"] = random.randint(1000, 999999)
+
+    def _create_cleanup(self, action: dict[str, Any]) -> None:
+        vm = self._get_vm(action["vmid"])
+        if vm is not None and vm["config"] == {"lock": "create"}:
+            del self._vms()[str(action["vmid"])]
+
+    def qm_template(self, token_id: str, node: str, vmid: int, p: dict[str, Any],
+                    fault: dict[str, Any] | None = None) -> str:
+        """``POST .../template``: checks and ``template: 1`` are synchronous; renaming the
+        disks to base volumes runs in the ``qmtemplate`` worker."""
+        with self.lock:
+            self.check_node(node)
+            vm = self._vm_on(node, vmid)
+            self._check_lock(vm, False)
+            if vm["config"].get("template") and not p.get("disk"):
+                raise SimError(500, "you can't convert a template to a template")
+            if vm["status"] == "running":
+                raise SimError(500, "you can't convert a VM to template if VM is running")
+            vm["config"]["template"] = 1
+            action = {"op": "template", "vmid": vmid, "disk": p.get("disk")}
+            upid = self._new_task(token_id, node, "qmtemplate", str(vmid), self.cfg.task_seconds,
+                                  action, fault)
+            self._save()
+            return upid
+
+    def _task_template(self, task: dict[str, Any], action: dict[str, Any]) -> None:
+        vm = self._get_vm(action["vmid"])
+        if vm is None:
+            raise TaskError(f"Configuration file 'nodes/{task['node']}/qemu-server/"
+                            f"{action['vmid']}.conf' does not exist")
+        for key, value in sorted(vm["config"].items()):
+            if not _DISK_KEY_RE.match(key) or _is_cdrom(str(value)):
+                continue
+            if action["disk"] and key != action["disk"]:
+                continue
+            vol, opts = _volume_of(str(value))
+            base = vol.replace(f"vm-{action['vmid']}-disk-", f"base-{action['vmid']}-disk-")
+            vm["config"][key] = ",".join([base, *opts])
+            task["log"].append(f"renamed volume '{vol}' to '{base}'")
 
     # ------------------------------------------------------------------ config
 
