@@ -12,6 +12,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.exceptions import ContractLogicError
 
 from listener.contracts import load_artifact, send_transaction
 from listener.crypto import (
@@ -85,14 +86,85 @@ def subscribe(
         plaintext = build_user_plaintext(signature, public_secret)
     blob = ecies_encrypt(server_public_key, plaintext)
     price = subs.functions.calculatePayment(plan_id, days, STABLECOIN_PAYMENT_ID).call()
-    token_address = subs.functions.getPrimaryStablecoin().call()
-    token = _contract(w3, "MockStablecoin", token_address)
-    allowance = token.functions.allowance(account.address, subs.address).call()
-    if allowance < price:
-        send_transaction(w3, account, token.functions.approve(subs.address, price))
+    _approve_for(w3, account, subs, price)
     receipt = send_transaction(
         w3, account, subs.functions.buySubscription(plan_id, days, STABLECOIN_PAYMENT_ID, blob))
-    topic = EVENT_TOPICS["SubscriptionCreated"]
+    decoded = _find_event(receipt, "SubscriptionCreated")
+    if decoded is not None:
+        entry, args = decoded
+        return SubscribeResult(
+            subscription_id=int(args["subscriptionId"]),
+            tx_hash=entry["transactionHash"], block_number=entry["blockNumber"],
+            expires_at=int(args["expiresAt"]),
+            paid_amount=int(args["paidAmount"]), public_secret=public_secret)
+    raise UserError("buySubscription succeeded but emitted no SubscriptionCreated; is "
+                    f"{subscription_contract} a BlockhostSubscriptions contract?")
+
+
+@dataclass(frozen=True)
+class ExtendResult:
+    subscription_id: int
+    tx_hash: str
+    block_number: int
+    new_expires_at: int
+    paid_amount: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"subscription_id": self.subscription_id, "tx_hash": self.tx_hash,
+                "block_number": self.block_number, "new_expires_at": self.new_expires_at,
+                "paid_amount": str(self.paid_amount)}
+
+
+def _approve_for(w3: Web3, account: LocalAccount, subs: Any, price: int) -> None:
+    """Approve the subscription contract for ``price`` of its stablecoin, if not already."""
+    token = _contract(w3, "MockStablecoin", subs.functions.getPrimaryStablecoin().call())
+    if token.functions.allowance(account.address, subs.address).call() < price:
+        send_transaction(w3, account, token.functions.approve(subs.address, price))
+
+
+def extend(
+    w3: Web3,
+    account: LocalAccount,
+    *,
+    subscription_contract: str,
+    subscription_id: int,
+    days: int,
+) -> ExtendResult:
+    """Pay for ``days`` more of an existing subscription (anyone may pay for anyone's).
+
+    The daemon sees SubscriptionExtended and moves the VM and the NFT's expiry along.
+    """
+    if days < 1:
+        raise UserError("--days must be at least 1")
+    subs = _contract(w3, "BlockhostSubscriptions", subscription_contract)
+    try:
+        plan_id, _subscriber, _expires, _active, cancelled = (
+            subs.functions.getSubscription(subscription_id).call())
+    except ContractLogicError:
+        raise UserError(f"subscription {subscription_id} does not exist on "
+                        f"{subscription_contract}; check --subscription-id and --contract"
+                        ) from None
+    if cancelled:
+        raise UserError(f"subscription {subscription_id} was cancelled by the operator and "
+                        "cannot be extended; buy a new one with `blockhost user subscribe`")
+    price = subs.functions.calculatePayment(plan_id, days, STABLECOIN_PAYMENT_ID).call()
+    _approve_for(w3, account, subs, price)
+    receipt = send_transaction(
+        w3, account, subs.functions.extendSubscription(subscription_id, days,
+                                                       STABLECOIN_PAYMENT_ID))
+    decoded = _find_event(receipt, "SubscriptionExtended")
+    if decoded is None:
+        raise UserError("extendSubscription succeeded but emitted no SubscriptionExtended; is "
+                        f"{subscription_contract} a BlockhostSubscriptions contract?")
+    entry, args = decoded
+    return ExtendResult(subscription_id=int(args["subscriptionId"]),
+                        tx_hash=entry["transactionHash"], block_number=entry["blockNumber"],
+                        new_expires_at=int(args["newExpiresAt"]),
+                        paid_amount=int(args["paidAmount"]))
+
+
+def _find_event(receipt: Any, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    topic = EVENT_TOPICS[name]
     for raw in receipt["logs"]:
         entry = {
             "blockNumber": int(raw["blockNumber"]), "blockHash": _hex(raw["blockHash"]),
@@ -101,14 +173,8 @@ def subscribe(
             "data": _hex(raw["data"]),
         }
         if entry["topics"] and entry["topics"][0] == topic:
-            decoded = decode_log(entry)
-            return SubscribeResult(
-                subscription_id=int(decoded.args["subscriptionId"]),
-                tx_hash=entry["transactionHash"], block_number=entry["blockNumber"],
-                expires_at=int(decoded.args["expiresAt"]),
-                paid_amount=int(decoded.args["paidAmount"]), public_secret=public_secret)
-    raise UserError("buySubscription succeeded but emitted no SubscriptionCreated; is "
-                    f"{subscription_contract} a BlockhostSubscriptions contract?")
+            return entry, dict(decode_log(entry).args)
+    return None
 
 
 def tokens_of(w3: Web3, nft_contract: str, owner: str) -> list[int]:
