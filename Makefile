@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_JS := node_modules/.installed
 
-.PHONY: setup demo test test-fast contracts clean
+.PHONY: setup demo test test-fast bench contracts clean
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
@@ -27,6 +27,11 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# Replay throughput on a local anvil (see README "Benchmarks"); e.g. BENCH_FLAGS="--events 20000".
+BENCH_FLAGS ?= --events 100000 --repeat 3
+bench: setup
+	$(PY) -m bench $(BENCH_FLAGS)
 
 contracts: $(STAMP_JS)
 	node contracts/build.mjs

@@ -1,0 +1,199 @@
+"""The replay paths being compared: same chain range, same rows journaled, different code.
+
+Every SQL path writes the same ``events`` rows (the listener's schema, created by
+:class:`listener.store.Store`) into a fresh SQLite file on disk, so the measured difference
+is fetching + decoding + committing, nothing else. Each path returns how many events it
+journaled; :func:`journaled_rows` reads them back for the correctness check.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from web3 import Web3
+
+from listener.contracts import load_abi
+from listener.events import DecodedLog, args_to_json, decode_log
+from listener.rpc import RpcClient
+from listener.store import Store
+from provisioner.sqlite_db import transaction
+
+INSERT_EVENT = (
+    "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address, name,"
+    " subscription_id, plan_id, args, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (block_hash, log_index) DO NOTHING"
+)
+EVENT_COLUMNS = ("block_number, block_hash, tx_hash, log_index, address, name, subscription_id,"
+                 " plan_id, args, rejected")
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What to replay: one contract's logs over ``first_block..last_block``."""
+
+    url: str
+    address: str
+    first_block: int
+    last_block: int
+    block_range: int
+
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        """Consecutive ``eth_getLogs`` windows of at most ``block_range`` blocks."""
+        start = self.first_block
+        while start <= self.last_block:
+            end = min(self.last_block, start + self.block_range - 1)
+            yield start, end
+            start = end + 1
+
+
+def _web3_row(log: Any) -> Row:
+    """The events row from a web3 ``EventData`` (same values our decoder produces)."""
+    args = dict(log["args"])
+    return (log["blockNumber"], log["blockHash"].to_0x_hex(), log["transactionHash"].to_0x_hex(),
+            log["logIndex"], str(log["address"]).lower(), log["event"],
+            args.get("subscriptionId"), args.get("planId"),
+            json.dumps(args_to_json(args), sort_keys=True), None)
+
+
+def _decoded_row(entry: DecodedLog) -> Row:
+    return (entry.block_number, entry.block_hash, entry.tx_hash, entry.log_index, entry.address,
+            entry.name, entry.subscription_id, entry.plan_id,
+            json.dumps(args_to_json(entry.args), sort_keys=True), entry.rejected)
+
+
+def _web3_event(replay: Replay) -> Any:
+    w3 = Web3(Web3.HTTPProvider(replay.url, request_kwargs={"timeout": 120}))
+    contract = w3.eth.contract(address=Web3.to_checksum_address(replay.address),
+                               abi=load_abi("BlockhostSubscriptions"))
+    return contract.events.SubscriptionCreated
+
+
+def web3_naive(replay: Replay, db: Path) -> int:
+    """(a) ``contract.events.X.get_logs`` per range, one INSERT + COMMIT per event."""
+    event = _web3_event(replay)
+    store = Store.open(db)
+    try:
+        count = 0
+        for start, end in replay.ranges():
+            for log in event.get_logs(from_block=start, to_block=end):
+                with transaction(store.conn):
+                    store.conn.execute(INSERT_EVENT, _web3_row(log))
+                count += 1
+        return count
+    finally:
+        store.close()
+
+
+def web3_batched(replay: Replay, db: Path) -> int:
+    """(b) web3's contract-event decoding, but one ``executemany`` transaction per range."""
+    event = _web3_event(replay)
+    store = Store.open(db)
+    try:
+        count = 0
+        for start, end in replay.ranges():
+            rows = [_web3_row(log) for log in event.get_logs(from_block=start, to_block=end)]
+            with transaction(store.conn):
+                store.conn.executemany(INSERT_EVENT, rows)
+            count += len(rows)
+        return count
+    finally:
+        store.close()
+
+
+def ours_journal(replay: Replay, db: Path) -> int:
+    """(c) The listener's own path, as ``scan_once`` runs it: raw ``eth_getLogs`` through
+    ``RpcClient``, ``listener.events.decode_log``, then ``Store.journal_batch`` (events, facts
+    and cursor in one transaction per range)."""
+    rpc = RpcClient([replay.url])
+    store = Store.open(db)
+    try:
+        count = 0
+        for start, end in replay.ranges():
+            decoded = [decode_log(log, contract=replay.address)
+                       for log in rpc.get_logs(replay.address, start, end)]
+            block = rpc.get_block(end)
+            timestamp = int(block["timestamp"], 16)
+            count += store.journal_batch(decoded, to_block=end, to_hash=str(block["hash"]).lower(),
+                                         to_timestamp=timestamp, block_times={end: timestamp})
+        return count
+    finally:
+        store.close()
+
+
+def ours_executemany(replay: Replay, db: Path) -> int:
+    """(c') Same fetch and decode, but only the events rows via one ``executemany`` per range:
+    the cost of journaling without applying facts row by row."""
+    rpc = RpcClient([replay.url])
+    store = Store.open(db)
+    try:
+        count = 0
+        for start, end in replay.ranges():
+            rows = [_decoded_row(decode_log(log, contract=replay.address))
+                    for log in rpc.get_logs(replay.address, start, end)]
+            with transaction(store.conn):
+                store.conn.executemany(INSERT_EVENT, rows)
+            count += len(rows)
+        return count
+    finally:
+        store.close()
+
+
+def transport_ceiling(replay: Replay, db: Path) -> int:  # noqa: ARG001 - no database here
+    """(d) The ceiling: POST ``eth_getLogs`` and parse the JSON, nothing else."""
+    session = requests.Session()
+    count = 0
+    for request_id, (start, end) in enumerate(replay.ranges(), start=1):
+        payload = {"jsonrpc": "2.0", "id": request_id, "method": "eth_getLogs",
+                   "params": [{"address": replay.address, "fromBlock": hex(start),
+                               "toBlock": hex(end)}]}
+        response = session.post(replay.url, json=payload, timeout=120)
+        response.raise_for_status()
+        count += len(response.json()["result"])
+    return count
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One benchmarked path: a short key, the label in the table, and the runner."""
+
+    key: str
+    label: str
+    run: Callable[[Replay, Path], int]
+    writes_db: bool = True
+
+
+PATHS: tuple[Scenario, ...] = (
+    Scenario("web3-naive", "web3 get_logs + commit per event", web3_naive),
+    Scenario("web3-batched", "web3 get_logs + batched commit", web3_batched),
+    Scenario("ours-journal", "raw getLogs + decode_log + Store.journal_batch", ours_journal),
+    Scenario("ours-executemany", "raw getLogs + decode_log + executemany", ours_executemany),
+    Scenario("ceiling", "raw getLogs + JSON parse only (ceiling)", transport_ceiling,
+          writes_db=False),
+)
+PATH_KEYS = tuple(p.key for p in PATHS)
+BASELINE = "web3-naive"
+
+
+def iter_journaled_rows(db: Path) -> Iterator[Row]:
+    """The events rows a path wrote, in chain order, streamed (the check must not be what
+    dominates the bench process's peak RSS)."""
+    conn = sqlite3.connect(str(db))
+    try:
+        for row in conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events ORDER BY block_number, log_index"):
+            yield tuple(row)
+    finally:
+        conn.close()
+
+
+def journaled_rows(db: Path) -> list[Row]:
+    """All events rows a path wrote, in chain order (for small runs and tests)."""
+    return list(iter_journaled_rows(db))
