@@ -75,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="your wallet key (hex, mode 0600)")
     creds.add_argument("--token-id", type=int, default=None,
                        help="default: every token the wallet holds")
+    extend = user_commands.add_parser("extend", help="approve and pay for more days")
+    extend.add_argument("--rpc-url", required=True)
+    extend.add_argument("--contract", required=True, help="BlockhostSubscriptions address")
+    extend.add_argument("--private-key-file", type=Path, required=True,
+                        help="the paying wallet's key (hex, mode 0600)")
+    extend.add_argument("--subscription-id", type=int, required=True)
+    extend.add_argument("--days", type=int, required=True)
+
+    mint = commands.add_parser(
+        "mint", help="mint an access NFT by hand through the transaction manager "
+                     "(once per --machine-id); prints the token id")
+    add_mint_arguments(mint)
 
     replay = commands.add_parser(
         "replay", help="re-process a confirmed block range (idempotent; fills journal gaps)")
@@ -83,6 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: the confirmed cursor")
     replay.add_argument("--dry-run", action="store_true",
                         help="report what would change, write nothing")
+
+    add_vm_commands(commands)
+    add_template_commands(commands)
+
+    gc = commands.add_parser(
+        "gc", help="suspend expired and destroy past-grace VMs (dry run unless --execute)")
+    gc.add_argument("--execute", action="store_true", help="apply the steps (default: show)")
+    gc.add_argument("--grace-days", type=float, default=None,
+                    help="override gc.grace_days for this run")
+    only = gc.add_mutually_exclusive_group()
+    only.add_argument("--suspend-only", action="store_true", help="only stop expired VMs")
+    only.add_argument("--destroy-only", action="store_true",
+                      help="only destroy VMs past their grace period")
+    gc.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    dlq = commands.add_parser("dlq", help="subscriptions whose steps failed for good")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_commands.add_parser("list", help="open dead letters")
+    dlq_list.add_argument("--all", action="store_true", help="include retried and dropped")
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    dlq_retry = dlq_commands.add_parser("retry", help="dispatch the subscription again")
+    dlq_retry.add_argument("id", type=int, metavar="ID")
+    dlq_drop = dlq_commands.add_parser(
+        "drop", help="give up until new chain facts arrive for the subscription")
+    dlq_drop.add_argument("id", type=int, metavar="ID")
 
     demo = commands.add_parser("demo", help="end-to-end on a local anvil + the PVE simulator")
     demo.add_argument("--workdir", type=Path, default=None,
@@ -166,6 +203,13 @@ def cmd_user(args: argparse.Namespace) -> int:
 
     account = load_account(load_private_key(args.private_key_file, what="wallet key"))
     w3 = Web3(Web3.HTTPProvider(args.rpc_url, request_kwargs={"timeout": 60}))
+    if args.user_command == "extend":
+        from listener.user import extend
+
+        extended = extend(w3, account, subscription_contract=args.contract,
+                          subscription_id=args.subscription_id, days=args.days)
+        print(json.dumps(extended.to_json(), sort_keys=True))
+        return 0
     if args.user_command == "subscribe":
         result = subscribe(
             w3, account, subscription_contract=args.contract,
@@ -213,6 +257,301 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_vm_commands(commands: argparse._SubParsersAction) -> None:  # noqa: SLF001
+    """The ``vm`` group; add a subcommand here and its handler to VM_HANDLERS."""
+    vm = commands.add_parser("vm", help="inspect and manage subscription VMs")
+    vm_commands = vm.add_subparsers(dest="vm_command", required=True, metavar="ACTION")
+    export_tf = vm_commands.add_parser(
+        "export-tf", help="write the Terraform directory for an existing VM (to adopt it)")
+    export_tf.add_argument("name", metavar="NAME", help="the VM name (see `blockhost status`)")
+    export_tf.add_argument("--out", type=Path, default=None,
+                           help="target directory (default: proxmox.terraform_dir/NAME)")
+    vm_list = vm_commands.add_parser("list", help="the inventory with Proxmox's power state")
+    vm_list.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    vm_destroy = vm_commands.add_parser(
+        "destroy", help="destroy one VM after checking its ownership markers (dry run unless "
+                        "--execute)")
+    vm_destroy.add_argument("name", metavar="NAME")
+    vm_destroy.add_argument("--execute", action="store_true", help="really destroy it")
+
+
+def cmd_vm_export_tf(args: argparse.Namespace) -> int:
+    from listener.wiring import build_backend, pools_from_config, read_secret_file
+    from listener.vm_spec import vm_spec
+    from provisioner.backend import VMRef
+    from provisioner.inventory import Inventory
+    from provisioner.terraform.backend import TerraformBackend, build_terraform_backend
+    from provisioner.terraform.export import export_vm, read_local_snippet
+
+    config = _load_config(args)
+    store = _open_store(config)
+    try:
+        record = Inventory(store.conn).get(args.name)
+        sub = (store.subscription(record.subscription_id)
+               if record is not None and record.subscription_id is not None else None)
+    finally:
+        store.close()
+    if record is None or record.state == "reserved" or record.subscription_id is None:
+        raise UserError(f"no created VM named {args.name!r} with a subscription in the "
+                        "inventory; check the name with `blockhost status`")
+    px = config.proxmox
+    backend = build_backend(config)
+    if not isinstance(backend, TerraformBackend):
+        backend = build_terraform_backend(
+            backend, token_secret=read_secret_file(px.token_secret_file, "Proxmox token secret"),
+            root=px.terraform_dir, snippets_datastore=px.cloudinit_storage,
+            cloudinit_datastore=px.storage)
+    size = config.plan_size(sub.plan_id) if sub is not None else config.plans["default"]
+    spec = vm_spec(config, record, pools_from_config(config), size=size,
+                   user_data=read_local_snippet(px.snippets_dir, record.name))
+    ref = VMRef(vmid=record.vmid, node=record.node, name=record.name,
+                subscription_id=record.subscription_id, smbios_uuid=record.smbios_uuid)
+    directory = export_vm(backend, spec, ref, out_dir=args.out)
+    print(directory)
+    return 0
+
+
+def add_template_commands(commands: argparse._SubParsersAction) -> None:  # noqa: SLF001
+    """The ``template`` group (provisioner.template_build)."""
+    template = commands.add_parser("template", help="the Proxmox cloud-init template VM")
+    actions = template.add_subparsers(dest="template_command", required=True, metavar="ACTION")
+    build = actions.add_parser(
+        "build", help="create proxmox.template_vmid from a cloud image (idempotent)")
+    build.add_argument("--image", default=None,
+                       help="cloud image volume STORAGE:import/FILE.qcow2 "
+                            "(default: proxmox.template_image)")
+    build.add_argument("--node", default=None,
+                       help="node to build on (default: first of proxmox.nodes, else the "
+                            "first online node)")
+    build.add_argument("--name", default="blockhost-template",
+                       help="VM name of the template (default: blockhost-template)")
+
+
+def cmd_template(args: argparse.Namespace) -> int:
+    from listener.wiring import read_secret_file
+    from provisioner.proxmox_api import ProxmoxAPIBackend
+    from provisioner.template_build import TemplateSpec, build_template
+
+    config = _load_config(args)
+    px = config.proxmox
+    image = args.image or px.template_image
+    if not image:
+        raise UserError("no cloud image given; pass --image STORAGE:import/FILE.qcow2 or set "
+                        "proxmox.template_image")
+    if not px.token_id:
+        raise UserError("proxmox.token_id is not set; create an API token (USER@REALM!TOKENID) "
+                        "and put its secret in proxmox.token_secret_file")
+    verify = str(px.verify_ssl) if isinstance(px.verify_ssl, Path) else px.verify_ssl
+    api = ProxmoxAPIBackend(px.api_url, px.token_id,
+                            read_secret_file(px.token_secret_file, "Proxmox token secret"),
+                            verify=verify, pool=px.pool, tag=px.tag)
+    node = args.node or (px.nodes[0] if px.nodes else None) or next(iter(api.online_nodes()), None)
+    if not node:
+        raise UserError("no online Proxmox node to build the template on; pass --node")
+    spec = TemplateSpec(vmid=px.template_vmid, node=node, image=image, storage=px.storage,
+                        name=args.name, bridge=config.network.bridge, tag=px.tag)
+    try:
+        spec.validate()
+    except ValueError as exc:
+        raise UserError(f"template build: {exc}") from None
+    result = build_template(api, spec)
+    print(json.dumps({"vmid": result.vmid, "node": result.node, "action": result.action}))
+    return 0
+
+
+def cmd_vm_list(args: argparse.Namespace) -> int:
+    from listener.vm_admin import list_vms, render_rows
+    from listener.wiring import build_backend
+    from provisioner.inventory import Inventory
+
+    config = _load_config(args)
+    store = _open_store(config)
+    try:
+        rows = list_vms(Inventory(store.conn), build_backend(config))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"vms": [r.to_json() for r in rows]}, sort_keys=True))
+    else:
+        print(render_rows(rows))
+    return 0
+
+
+def cmd_vm_destroy(args: argparse.Namespace) -> int:
+    from listener.vm_admin import check_destroyable, destroy_vm
+    from listener.wiring import build_backend
+    from provisioner.inventory import Inventory
+
+    config = _load_config(args)
+    store = _open_store(config)
+    try:
+        inventory = Inventory(store.conn)
+        record = inventory.get(args.name)
+        if record is None:
+            raise UserError(f"no live VM named {args.name!r} in the inventory; see "
+                            "`blockhost vm list`")
+        check_destroyable(store, record, grace_seconds=config.grace_seconds)
+        if not args.execute:
+            print(f"would destroy {record.name} (vmid {record.vmid} on {record.node}, ip "
+                  f"{record.ipv4}) after checking its ownership markers; add --execute")
+            return 0
+        destroy_vm(store, inventory, build_backend(config), args.name)
+    finally:
+        store.close()
+    print(f"destroyed {record.name} (vmid {record.vmid}); its VMID and addresses are released")
+    return 0
+
+
+VM_HANDLERS = {
+    "export-tf": cmd_vm_export_tf,
+    "list": cmd_vm_list,
+    "destroy": cmd_vm_destroy,
+}
+
+
+def cmd_vm(args: argparse.Namespace) -> int:
+    return VM_HANDLERS[args.vm_command](args)
+
+
+def add_mint_arguments(parser: argparse.ArgumentParser) -> None:
+    """The seed's mint flags (shared by `blockhost mint` and `blockhost-mint-nft`)."""
+    parser.add_argument("--owner-wallet", required=True, help="recipient address (0x…)")
+    parser.add_argument("--machine-id", required=True,
+                        help="VM name; a second mint with the same id returns the first token")
+    parser.add_argument("--user-encrypted", default="",
+                        help="0x… connection details already encrypted for the owner "
+                             "(default: none)")
+    parser.add_argument("--public-secret", default=None,
+                        help="the message the owner signs (default: public_secret_default)")
+    parser.add_argument("--expires-at", type=int, default=0,
+                        help="unix time the credential expires (default 0: never)")
+
+
+def cmd_mint(args: argparse.Namespace) -> int:
+    from listener.nft import manual_mint
+    from listener.store import Store
+    from listener.wiring import build_minter
+
+    config = _load_config(args)
+    store = Store.open(config.db.path)
+    try:
+        minter = build_minter(config, store)
+        if minter is None:
+            raise UserError("chain.nft_contract is not set; deploy with `blockhost contracts "
+                            "deploy` and put the NFT address in the config")
+        token_id = manual_mint(
+            minter, config, owner_wallet=args.owner_wallet, machine_id=args.machine_id,
+            user_encrypted_hex=args.user_encrypted, public_secret=args.public_secret,
+            expires_at=args.expires_at)
+    finally:
+        store.close()
+    print(token_id)
+    return 0
+
+
+def _open_store(config):  # noqa: ANN001, ANN202 - Config/Store imported lazily
+    from listener.store import Store
+
+    if not config.db.path.exists():
+        raise UserError(f"database {config.db.path} does not exist yet; start `blockhost listen` "
+                        "first or fix db.path")
+    return Store.open(config.db.path)
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from listener.gc import GcMode, execute, plan, render
+    from listener.reconciler import Reconciler
+    from listener.wiring import build_services
+    from provisioner.inventory import Inventory
+
+    config = _load_config(args)
+    if args.grace_days is not None and args.grace_days < 0:
+        raise UserError("--grace-days must be >= 0")
+    grace = (int(args.grace_days * 86400) if args.grace_days is not None
+             else config.grace_seconds)
+    mode = (GcMode.SUSPEND_ONLY if args.suspend_only
+            else GcMode.DESTROY_ONLY if args.destroy_only else GcMode.ALL)
+    store = _open_store(config)
+    try:
+        chain_time = store.chain_state().chain_time
+        if chain_time is None:
+            raise UserError("no confirmed block yet, so no chain time to judge expiry by; let "
+                            "`blockhost listen` run first")
+        verdicts = plan(store, Inventory(store.conn), chain_time=chain_time,
+                        grace_seconds=grace, mode=mode)
+    finally:
+        store.close()
+    if args.execute and verdicts:
+        services = build_services(config, with_chain=False)
+        try:
+            reconciler = Reconciler(services, choose_node=lambda _size: "")
+            verdicts = execute(verdicts, reconciler.apply_one)
+        finally:
+            services.store.close()
+    failed = [v for v in verdicts if v.result.startswith("failed")]
+    if args.json:
+        print(json.dumps({"chain_time": chain_time, "grace_seconds": grace,
+                          "execute": args.execute, "mode": mode.value,
+                          "steps": [v.to_json() for v in verdicts]}, sort_keys=True))
+    else:
+        print(render(verdicts, execute_mode=args.execute))
+    return 1 if failed else 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from listener.dead_letters import DeadLetterError, DeadLetters
+
+    store = _open_store(_load_config(args))
+    try:
+        letters = DeadLetters(store.conn)
+        if args.dlq_command == "list":
+            entries = letters.list(include_resolved=args.all)
+            if args.json:
+                print(json.dumps({"dead_letters": [e.to_json() for e in entries]},
+                                 sort_keys=True))
+            elif not entries:
+                print("no dead letters")
+            for entry in entries if not args.json else []:
+                print(f"{entry.id}  subscription #{entry.subscription_id}  {entry.state}  "
+                      f"{entry.action} after {entry.attempts} attempt(s): {entry.reason}")
+            return 0
+        try:
+            if args.dlq_command == "retry":
+                entry = letters.retry(args.id)
+                store.update_progress(entry.subscription_id, attempts=0, last_error=None)
+                print(f"dead letter {entry.id} closed: subscription #{entry.subscription_id} "
+                      "will be retried by the running listener")
+            else:
+                entry = letters.drop(args.id)
+                print(f"dead letter {entry.id} dropped: subscription #{entry.subscription_id} "
+                      "is left as it is until new chain facts arrive for it")
+        except DeadLetterError as exc:
+            raise UserError(str(exc)) from None
+        return 0
+    finally:
+        store.close()
+
+
+def run_alias(command: Sequence[str], argv: Sequence[str] | None = None) -> int:
+    """Run ``blockhost COMMAND ARGS`` for a seed-compatible script name; ``--config`` is a
+    global flag, so it is moved in front of the command wherever the user put it."""
+    rest = list(sys.argv[1:] if argv is None else argv)
+    front: list[str] = []
+    for i, item in enumerate(rest):
+        if item == "--config" and i + 1 < len(rest):
+            front, rest = ["--config", rest[i + 1]], rest[:i] + rest[i + 2:]
+            break
+        if item.startswith("--config="):
+            front, rest = [item], rest[:i] + rest[i + 1:]
+            break
+    return main([*front, *command, *rest])
+
+
+def gc_alias(argv: Sequence[str] | None = None) -> int:
+    """``blockhost-vm-gc``: the seed's GC script name for ``blockhost gc``."""
+    return run_alias(["gc"], argv)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from listener.demo import run_demo
 
@@ -225,7 +564,12 @@ HANDLERS = {
     "keys": cmd_keys,
     "contracts": cmd_contracts,
     "user": cmd_user,
+    "mint": cmd_mint,
     "replay": cmd_replay,
+    "gc": cmd_gc,
+    "dlq": cmd_dlq,
+    "vm": cmd_vm,
+    "template": cmd_template,
     "demo": cmd_demo,
 }
 
@@ -258,6 +602,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 1
+
+
+def mint_nft_main(argv: Sequence[str] | None = None) -> int:
+    """``blockhost-mint-nft``: the seed's command name for ``blockhost mint``."""
+    return run_alias(["mint"], argv)
 
 
 if __name__ == "__main__":

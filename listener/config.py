@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +108,7 @@ class ProxmoxConfig(_Section):
     nodes: list[str] = Field(default_factory=list)
     _split_nodes = field_validator("nodes", mode="before")(lambda v: _split_csv(v))
     template_vmid: int = Field(default=9001, ge=100)
+    template_image: str = ""  # `template build`: STORAGE:import/FILE (or an absolute path)
     pool: str = "blockhost"
     tag: str = Field(default="blockhost", pattern=r"^[a-z0-9_][a-z0-9_\-+.]*$")
     storage: str = "local-lvm"
@@ -114,6 +116,9 @@ class ProxmoxConfig(_Section):
     snippets_dir: Path | None = Path("/var/lib/vz")
     full_clone: bool = True
     max_parallel: int = Field(default=4, ge=1, le=64)
+    max_parallel_per_node: int = Field(default=4, ge=1, le=64)  # placement: creates per node
+    #: how often every built VM is compared with Proxmox (stopped or deleted behind our back)
+    drift_check_interval: float = Field(default=300.0, ge=5.0)
     terraform_dir: Path = Path("/var/lib/blockhost/terraform")
 
     @field_validator("api_url")
@@ -190,11 +195,30 @@ class VmidRange(_Section):
         return self
 
 
+class NetworkHooks(_Section):
+    """argv lists (no shell) run after a VM is created / destroyed; see
+    provisioner.network_hooks for the environment they get."""
+
+    on_create: list[list[str]] = Field(default_factory=list)
+    on_destroy: list[list[str]] = Field(default_factory=list)
+    timeout: float = Field(default=60, gt=0, le=3600)
+
+    @field_validator("on_create", "on_destroy")
+    @classmethod
+    def _check_hooks(cls, value: list[list[str]]) -> list[list[str]]:
+        from provisioner.network_hooks import validate_hook
+
+        for argv in value:
+            validate_hook(argv)
+        return value
+
+
 class NetworkConfig(_Section):
     ip_pool: IpPool = Field(default_factory=IpPool)
     ipv6_pool: Ipv6Pool = Field(default_factory=Ipv6Pool)
     bridge: str = "vmbr0"
     vmid_range: VmidRange = Field(default_factory=VmidRange)
+    hooks: NetworkHooks = Field(default_factory=NetworkHooks)
 
 
 class VmConfig(_Section):
@@ -212,7 +236,16 @@ class DbConfig(_Section):
 
 
 class MetricsConfig(_Section):
+    #: host:port (or [v6]:port) for /healthz, /readyz and /metrics; None = not served
     listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(
+                r"(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]*):\d{1,5}", value):
+            raise ValueError("must be host:port or [v6]:port, e.g. 127.0.0.1:9100")
+        return value
 
 
 class Config(_Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +18,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import structlog
 
-from listener.config import Config
+from listener.config import Config, PlanSize
 from listener.decide import next_action
+from listener.dead_letters import DeadLetters, is_blocked
 from listener.reconciler import (
+    BUILT_STATES,
     Reconciler,
     Services,
     due,
@@ -27,12 +30,19 @@ from listener.reconciler import (
     observe,
     subscription_state,
 )
+from listener.log_ranges import RangeController
+from listener.observability import HealthState, Metrics, serve
 from listener.rpc import RpcClient
-from listener.scanner import Outcome, scan_once
+from listener.scanner import Outcome, ScanResult, scan_once
 from listener.store import Store
+from listener.tx_store import TxStore
 from provisioner.inventory import Inventory
+from provisioner.placement import PlacementLimiter, PlacementLimits, choose_node
 
 log = structlog.get_logger(__name__)
+
+#: How often stored transactions are re-driven outside of any subscription's worker.
+TX_RESUME_INTERVAL = 30.0
 
 
 def sd_notify(message: str) -> None:
@@ -50,16 +60,24 @@ def sd_notify(message: str) -> None:
             log.warning("systemd.notify_failed")
 
 
-def choose_node_by_memory(services: Services) -> str:
-    """Placement: the allowed online node with the most free memory."""
-    free = services.backend.free_memory_by_node()
-    allowed = services.config.proxmox.nodes
-    candidates = {node: mem for node, mem in free.items() if not allowed or node in allowed}
-    if not candidates:
-        from listener.errors import UserError
+def node_resources(backend: object) -> list[dict[str, object]]:
+    """/cluster/resources node entries from the API backend (the Terraform one reads through
+    its API backend)."""
+    api = getattr(backend, "api", backend)
+    return api.node_resources()  # type: ignore[attr-defined, no-any-return]
 
-        raise UserError("no online Proxmox node matches proxmox.nodes; check the list")
-    return max(sorted(candidates), key=lambda node: candidates[node])
+
+def place(services: Services, size: PlanSize) -> str:
+    """Placement at allocation: the allowed online node with the most room for this size.
+
+    In-flight creates are not counted here (allocation only reserves ids); the create step
+    takes a per-node slot from the limiter, so a busy node delays, never overloads."""
+    px = services.config.proxmox
+    limits = PlacementLimits(per_node=px.max_parallel_per_node, total=px.max_parallel)
+    node = choose_node(node_resources(services.backend), px.nodes, {}, limits,
+                       memory_mb=size.memory, cores=size.cores)
+    assert node is not None  # nothing in flight: only PlacementError can refuse
+    return node
 
 
 class Daemon:
@@ -78,6 +96,14 @@ class Daemon:
         self._local = threading.local()
         self._inflight: dict[int, Future[None]] = {}
         self._last_try: dict[int, float] = {}
+        self._next_drift_check = 0.0
+        self.metrics = Metrics()
+        self.ranges = RangeController(config.chain.max_block_range)
+        px = config.proxmox
+        self.limiter = PlacementLimiter(
+            PlacementLimits(per_node=px.max_parallel_per_node, total=px.max_parallel),
+            allowed=px.nodes)
+        self.health = HealthState(stale_after=max(60.0, 20 * config.chain.poll_interval))
 
     # -- workers -------------------------------------------------------------------------
 
@@ -85,19 +111,25 @@ class Daemon:
         services = getattr(self._local, "services", None)
         if services is None:
             services = self._factory(self.config)
+            services.step_observer = self.metrics.observe_step
             self._local.services = services
         return services
 
     def _work(self, subscription_id: int, chain_time: int) -> None:
         services = self._services()
-        reconciler = Reconciler(services, choose_node=lambda: choose_node_by_memory(services))
+        reconciler = Reconciler(services, choose_node=lambda size: place(services, size),
+                                limiter=self.limiter)
         try:
             reconciler.reconcile(subscription_id, chain_time)
         except Exception:  # noqa: BLE001 - a worker must never die silently
             log.exception("reconcile.crashed", subscription=subscription_id)
 
     def dispatch(self, pool: ThreadPoolExecutor, store: Store, inventory: Inventory) -> int:
-        """Submit every subscription that has a step to take and is not in flight."""
+        """Submit every subscription that has a step to take and is not in flight.
+
+        Every ``proxmox.drift_check_interval`` seconds, subscriptions with a built VM are
+        submitted too, so the worker compares the VM with Proxmox (stopped or deleted by hand).
+        Dead-lettered subscriptions wait for an operator."""
         for sub_id, future in list(self._inflight.items()):
             if future.done():
                 del self._inflight[sub_id]
@@ -106,21 +138,80 @@ class Daemon:
             return 0
         submitted = 0
         now = time.monotonic()
+        drift_check = now >= self._next_drift_check
+        if drift_check:
+            self._next_drift_check = now + self.config.proxmox.drift_check_interval
+        blocked = DeadLetters(store.conn).blocked()
+        grace = self.config.grace_seconds
         for sub in store.subscriptions():
-            if sub.id in self._inflight or not due(sub, now, self._last_try):
+            if sub.id in self._inflight or is_blocked(blocked, sub.id, sub.updated_block):
                 continue
-            observed, _ = observe(sub, inventory)
-            grace = self.config.grace_seconds
-            if (next_action(facts_of(sub), chain_time, grace, observed) is None
-                    and not sub.last_error
-                    and subscription_state(sub, inventory, chain_time, grace) == sub.state):
-                continue
+            observed, record = observe(sub, inventory)
+            built = record is not None and record.state in BUILT_STATES
+            if not (drift_check and built):
+                if not due(sub, now, self._last_try):
+                    continue
+                if (next_action(facts_of(sub), chain_time, grace, observed) is None
+                        and not sub.last_error
+                        and subscription_state(sub, inventory, chain_time, grace) == sub.state):
+                    continue
             self._last_try[sub.id] = now
             self._inflight[sub.id] = pool.submit(self._work, sub.id, chain_time)
             submitted += 1
         return submitted
 
     # -- main loop -----------------------------------------------------------------------
+
+    def _observe(self, store: Store, inventory: Inventory) -> None:
+        """Refresh the totals shown on /metrics (cheap COUNT queries, once per loop)."""
+        chain_time = store.chain_state().chain_time
+        by_state: dict[str, int] = {}
+        for sub in store.subscriptions():
+            state = (subscription_state(sub, inventory, chain_time, self.config.grace_seconds)
+                     if chain_time is not None else sub.state)
+            by_state[state] = by_state.get(state, 0) + 1
+        txs = TxStore(store.conn)
+        self.metrics.observe_totals(dead_letters=DeadLetters(store.conn).open_count(),
+                                    pending_txs=txs.pending_count(), by_state=by_state)
+        self.metrics.observe_signer(txs.counters())
+        # A signer that cannot pay (or whose fee cap is below the base fee) turns health red.
+        self.health.signer_alerts = [f"{a.kind}: {a.message}" for a in txs.alerts()]
+
+    def _resume_transactions(self) -> None:
+        """Re-drive stored, unconfirmed transactions (rebroadcast the same bytes, bump fees,
+        re-send after a reorg) even for subscriptions no worker is looking at."""
+        minter = self._services().minter
+        if minter is None:
+            return
+        try:
+            minter.txm.resume()
+        except Exception as exc:  # noqa: BLE001 - the next round retries; health shows alerts
+            log.warning("tx.resume_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+
+    def _scan(self, rpc: RpcClient, store: Store) -> ScanResult | None:
+        """One chain step with health bookkeeping; None when it failed (health shows why)."""
+        was_halted = store.chain_state().halted_reason
+        try:
+            result = scan_once(rpc, store, self.config.chain, self.ranges)
+        except sqlite3.Error as exc:
+            self.health.db_error = f"{type(exc).__name__}: {exc}"[:200]
+            self.metrics.scan_errors.labels(error=type(exc).__name__).inc()
+            log.error("chain.db_failed", error=self.health.db_error)
+            return None
+        except Exception as exc:  # noqa: BLE001 - keep following; health shows it
+            self.health.last_scan_error = f"{type(exc).__name__}: {exc}"[:200]
+            self.metrics.scan_errors.labels(error=type(exc).__name__).inc()
+            log.warning("chain.scan_failed", error=self.health.last_scan_error)
+            return None
+        state = store.chain_state()
+        if state.halted_reason and not was_halted:
+            self.metrics.reorgs.labels(deep="true").inc()
+        self.health.db_error = None
+        self.health.last_scan_ok = time.monotonic()
+        self.health.halted_reason = state.halted_reason
+        self.health.caught_up = result.caught_up and result.outcome is not Outcome.HALTED
+        self.metrics.observe_scan(result, state)
+        return result
 
     def run(self) -> int:
         cfg = self.config
@@ -130,6 +221,9 @@ class Daemon:
         self.chain_id = rpc.chain_id()
         store.bind_chain(self.chain_id)
         self._services()  # fail fast on bad keys / backend config, before "ready"
+        server = serve(cfg.metrics.listen, self.metrics, self.health) if cfg.metrics.listen else None
+        self._resume_transactions()
+        next_resume = time.monotonic() + TX_RESUME_INTERVAL
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop_event.set())
         log.info("daemon.started", cursor=store.chain_state().cursor,
@@ -138,19 +232,25 @@ class Daemon:
         with ThreadPoolExecutor(max_workers=cfg.proxmox.max_parallel,
                                 thread_name_prefix="reconcile") as pool:
             while not self.stop_event.is_set():
-                try:
-                    result = scan_once(rpc, store, cfg.chain)
-                except Exception as exc:  # noqa: BLE001 - keep following; health shows it
-                    log.warning("chain.scan_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                result = self._scan(rpc, store)
+                if result is None:
                     self.stop_event.wait(cfg.chain.poll_interval)
                     continue
                 if result.outcome is not Outcome.HALTED:
                     self.dispatch(pool, store, inventory)
+                self._observe(store, inventory)
+                if time.monotonic() >= next_resume:
+                    self._resume_transactions()
+                    next_resume = time.monotonic() + TX_RESUME_INTERVAL
                 sd_notify("WATCHDOG=1")
                 if result.outcome is Outcome.REORGED or (
                         result.outcome is Outcome.PROGRESSED and not result.caught_up):
                     continue
                 self.stop_event.wait(cfg.chain.poll_interval)
             log.info("daemon.stopping", inflight=len(self._inflight))
+        if server is not None:
+            server.shutdown()
         store.close()
         return 0
+
+

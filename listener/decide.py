@@ -25,6 +25,8 @@ class Action(enum.Enum):
     START = "start"
     STOP = "stop"
     DESTROY = "destroy"        # destroy on Proxmox (if it exists) and release the leases
+    UPDATE_EXPIRY = "update_expiry"            # NFT updateExpiration after a renewal
+    UPDATE_CREDENTIALS = "update_credentials"  # NFT updateUserEncrypted for a rebuilt VM
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,16 @@ class Facts:
 
 @dataclass(frozen=True)
 class Observed:
-    """Our own progress: the live VM's inventory state and whether an NFT exists."""
+    """Our own progress (inventory, NFT) and, when known, what Proxmox actually shows."""
 
-    vm_state: str | None  # None | "reserved" | "created" | "running" | "stopped"
+    vm_state: str | None  # inventory: None | "reserved" | "created" | "running" | "stopped"
     token_id: int | None
+    #: expiresAt last written to the NFT (None: unknown, never "fixed" blindly)
+    nft_expires_at: int | None = None
+    #: the NFT's encrypted connection details describe a VM that no longer exists
+    credentials_stale: bool = False
+    #: Proxmox's view: None = not looked, "missing", "running", "stopped"
+    actual: str | None = None
 
 
 def grace_anchor(facts: Facts) -> int:
@@ -62,23 +70,40 @@ def desired_state(facts: Facts, chain_time: int, grace_seconds: int) -> Desired:
 
 
 def next_action(facts: Facts, chain_time: int, grace_seconds: int, observed: Observed) -> Action | None:
-    """The one step that moves observed state toward the desired state, or None if converged."""
+    """The one step that moves observed state toward the desired state, or None if converged.
+
+    Service first (the VM), then the NFT's bookkeeping. A VM deleted or stopped behind our
+    back is rebuilt or restarted while the subscription is paid; a VM missing during grace
+    is left alone until grace ends, when DESTROY releases its ids."""
     desired = desired_state(facts, chain_time, grace_seconds)
     vm = observed.vm_state
+    actual = observed.actual
     if desired is Desired.RUNNING:
         if vm is None:
             return Action.ALLOCATE
         if vm == "reserved":
-            return Action.MINT if observed.token_id is None else Action.CREATE_VM
-        if vm in {"created", "stopped"}:
+            if observed.token_id is None:
+                return Action.MINT
+            if observed.credentials_stale:
+                return Action.UPDATE_CREDENTIALS
+            return Action.CREATE_VM
+        if actual == "missing":
+            return Action.CREATE_VM
+        if vm in {"created", "stopped"} or actual == "stopped":
             return Action.START
+        if observed.credentials_stale and observed.token_id is not None:
+            return Action.UPDATE_CREDENTIALS
+        if observed.nft_expires_at is not None and observed.nft_expires_at < facts.expires_at:
+            return Action.UPDATE_EXPIRY
         return None
     if desired is Desired.STOPPED:
-        if vm in {"created", "running"}:
-            return Action.STOP
         if vm == "reserved":
             # Expired before the VM was ever built: nothing to keep, give the ids back.
             return Action.DESTROY
+        if actual == "missing":
+            return None
+        if vm in {"created", "running"} or (vm == "stopped" and actual == "running"):
+            return Action.STOP
         return None
     if vm is not None:
         return Action.DESTROY
@@ -91,7 +116,7 @@ def display_state(desired: Desired, observed: Observed, failed: bool) -> str:
         return "failed"
     vm = observed.vm_state
     if desired is Desired.RUNNING:
-        if vm == "running":
+        if vm == "running" and observed.actual in {None, "running"}:
             return "active"
         return "pending" if vm is None else "provisioning"
     if desired is Desired.STOPPED:

@@ -7,10 +7,12 @@ decode is returned as a rejected event with a reason instead of raising.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from eth_abi import decode as abi_decode
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
+from eth_utils import to_checksum_address as _to_checksum_address
 
 #: name → (indexed (name, type) list, data (name, type) list)
 EVENT_ABI: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]] = {
@@ -87,6 +89,35 @@ class DecodedLog:
         return int(value) if value is not None else None
 
 
+@lru_cache(maxsize=65536)
+def to_checksum_address(value: bytes | str) -> str:
+    """EIP-55 checksum (a keccak each); subscribers and tokens repeat, so it is cached."""
+    return _to_checksum_address(value)
+
+
+_WORD = 32
+
+
+def _decode_created_data(data: bytes) -> dict[str, Any] | None:
+    """SubscriptionCreated's data (uint256, uint256, address, bytes) by hand, in the canonical
+    encoding every Solidity compiler emits; None for anything else, which then goes through
+    eth_abi (so odd encodings get the same verdicts as before, just slower)."""
+    if len(data) < 5 * _WORD or data[3 * _WORD:4 * _WORD] != (4 * _WORD).to_bytes(_WORD, "big"):
+        return None
+    if any(data[2 * _WORD:2 * _WORD + 12]):
+        return None  # an address word must be left-padded with zeros
+    length = int.from_bytes(data[4 * _WORD:5 * _WORD], "big")
+    padded = (length + _WORD - 1) // _WORD * _WORD
+    if len(data) != 5 * _WORD + padded or any(data[5 * _WORD + length:]):
+        return None
+    return {
+        "expiresAt": int.from_bytes(data[0:_WORD], "big"),
+        "paidAmount": int.from_bytes(data[_WORD:2 * _WORD], "big"),
+        "paymentToken": to_checksum_address(data[2 * _WORD + 12:3 * _WORD]),
+        "userEncrypted": data[5 * _WORD:5 * _WORD + length],
+    }
+
+
 def _hex_int(value: str | int) -> int:
     return value if isinstance(value, int) else int(value, 16)
 
@@ -96,6 +127,8 @@ def _decode_topic(typ: str, topic: str) -> Any:
     if len(raw) != 32:
         raise ValueError("topic is not 32 bytes")
     if typ == "address":
+        if any(raw[:12]):
+            raise ValueError("address topic with non-zero padding")
         return to_checksum_address(raw[12:])
     if typ.startswith("uint"):
         return int.from_bytes(raw, "big")
@@ -129,7 +162,10 @@ def decode_log(log: dict[str, Any], *, contract: str | None = None) -> DecodedLo
             for (field, typ), topic in zip(indexed, topics[1:], strict=True)
         }
         data = bytes.fromhex(str(log.get("data", "0x"))[2:])
-        if data_fields:
+        fast = _decode_created_data(data) if name == "SubscriptionCreated" else None
+        if fast is not None:
+            args.update(fast)
+        elif data_fields:
             values = abi_decode([t for _, t in data_fields], data)
             for (field, typ), value in zip(data_fields, values, strict=True):
                 args[field] = to_checksum_address(value) if typ == "address" else value

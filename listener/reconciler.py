@@ -7,32 +7,55 @@ converges without duplicate VMs, leaked ids or second mints.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
-from listener.config import Config
+from listener.config import Config, PlanSize
 from listener.crypto import (
     ConnectionDetails,
     CryptoError,
     decrypt_user_encrypted,
     encrypt_connection_details,
 )
+from listener.dead_letters import DeadLetters
 from listener.decide import Action, Desired, Facts, Observed, desired_state, display_state, next_action
-from listener.errors import BlockhostError
+from listener.errors import BlockhostError, UserError
 from listener.nft import MintRequest, NftMinter, signing_page_base64
 from listener.store import Store, Subscription
-from provisioner.backend import VMBackend, VMRef, VMSpec
-from provisioner.cloudinit import render
-from provisioner.errors import ProvisionerError
+from listener.txmanager import TxPending
+from listener.vm_spec import vm_spec
+from provisioner.backend import VMBackend, VMRef, parse_marker
+from provisioner.cloudinit import TemplateError, render
+from provisioner.errors import (
+    AlreadyExists,
+    OwnershipMismatch,
+    PermissionDenied,
+    ProvisionerError,
+    VmidTaken,
+)
 from provisioner.inventory import AllocationError, Inventory, Pools, VMRecord
+from provisioner.network_hooks import VMFacts, run_hooks
+from provisioner.placement import PlacementLimiter
 
 log = structlog.get_logger(__name__)
 
 #: After this many consecutive failures a subscription shows as ``failed`` (still retried).
 FAILED_AFTER_ATTEMPTS = 5
+#: ... and after this many it goes to the dead-letter list (retried only by an operator).
+DEAD_LETTER_AFTER_ATTEMPTS = 10
 MAX_STEPS_PER_PASS = 8
+#: Inventory states that exist on Proxmox (so Proxmox's own view is worth reading).
+BUILT_STATES = frozenset({"created", "running", "stopped"})
+#: Failures that no retry can fix without an operator: straight to the dead-letter list.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (OwnershipMismatch, PermissionDenied,
+                                                 AlreadyExists, UserError, TemplateError)
+#: Failures recorded on the subscription (anything else is a bug: logged with a traceback).
+STEP_ERRORS: tuple[type[Exception], ...] = (BlockhostError, ProvisionerError, AllocationError,
+                                            TemplateError, OSError)
 
 
 @dataclass
@@ -48,6 +71,8 @@ class Services:
     pools: Pools
     rpc_url_for_vm: str = ""
     chain_id: int | None = None
+    #: (action, "done" | "failed", seconds) per step, e.g. for /metrics
+    step_observer: Callable[[str, str, float], None] | None = None
 
 
 def vm_name(config: Config, subscription_id: int) -> str:
@@ -58,9 +83,30 @@ def facts_of(sub: Subscription) -> Facts:
     return Facts(expires_at=sub.expires_at, cancelled=sub.cancelled, cancelled_at=sub.cancelled_at)
 
 
-def observe(sub: Subscription, inventory: Inventory) -> tuple[Observed, VMRecord | None]:
+def observe(sub: Subscription, inventory: Inventory,
+            actual: str | None = None) -> tuple[Observed, VMRecord | None]:
+    """Our progress on ``sub`` (and Proxmox's view of its VM when the caller looked)."""
     record = inventory.live_for_subscription(sub.id)
-    return Observed(vm_state=record.state if record else None, token_id=sub.token_id), record
+    stale = (sub.credentials_vm is not None and record is not None
+             and sub.credentials_vm != record.id)
+    return Observed(vm_state=record.state if record else None, token_id=sub.token_id,
+                    nft_expires_at=sub.nft_expires_at, credentials_stale=stale,
+                    actual=actual if record is not None else None), record
+
+
+def actual_state(backend: VMBackend, record: VMRecord) -> str:
+    """Proxmox's view of our VM: its power state, or "missing" when it is gone or the VM at
+    that VMID is no longer provably the instance we built (then it is never touched)."""
+    status = backend.status(ref_of(record))
+    if status is None:
+        return "missing"
+    marker = parse_marker(status.description)
+    if marker is None or marker.subscription_id != record.subscription_id \
+            or marker.name != record.name:
+        return "missing"
+    if record.smbios_uuid and status.smbios_uuid and status.smbios_uuid != record.smbios_uuid:
+        return "missing"
+    return status.power
 
 
 def subscription_state(sub: Subscription, inventory: Inventory, chain_time: int,
@@ -76,12 +122,25 @@ def ref_of(record: VMRecord) -> VMRef:
                  subscription_id=record.subscription_id, smbios_uuid=record.smbios_uuid)
 
 
+class Deferred(Exception):
+    """A step that cannot start now (e.g. the node's create slots are full): not a failure,
+    the next pass tries again."""
+
+
+def vm_facts(config: Config, record: VMRecord) -> VMFacts:
+    return VMFacts(name=record.name, vmid=record.vmid, node=record.node,
+                   bridge=config.network.bridge, ipv4=record.ipv4, ipv6=record.ipv6,
+                   subscription_id=record.subscription_id)
+
+
 class Reconciler:
     """Drives one subscription toward its desired state."""
 
-    def __init__(self, services: Services, *, choose_node: Callable[[], str]) -> None:
+    def __init__(self, services: Services, *, choose_node: Callable[[PlanSize], str],
+                 limiter: PlacementLimiter | None = None) -> None:
         self.s = services
         self.choose_node = choose_node
+        self.limiter = limiter
 
     def reconcile(self, subscription_id: int, chain_time: int) -> str | None:
         """Take steps until converged or a step fails; return the last action taken."""
@@ -90,25 +149,92 @@ class Reconciler:
             sub = self.s.store.subscription(subscription_id)
             if sub is None:
                 return last
-            observed, record = observe(sub, self.s.inventory)
-            action = next_action(facts_of(sub), chain_time, self.s.config.grace_seconds, observed)
-            if action is None:
-                self._settle(sub, chain_time)
-                return last
-            self.s.store.journal_step(sub.id, action.value, "started")
+            action: Action | None = None
+            record: VMRecord | None = None
             try:
-                self._apply(action, sub, record)
-            except (BlockhostError, ProvisionerError, AllocationError, OSError) as exc:
-                reason = f"{action.value}: {exc}"[:500]
-                self.s.store.journal_step(sub.id, action.value, "failed", reason)
-                self.s.store.update_progress(sub.id, last_error=reason, attempts=sub.attempts + 1)
-                log.warning("reconcile.step_failed", subscription=sub.id, action=action.value,
-                            error=reason, attempts=sub.attempts + 1)
-                return action.value
+                live = self.s.inventory.live_for_subscription(sub.id)
+                actual = (actual_state(self.s.backend, live)
+                          if live is not None and live.state in BUILT_STATES else None)
+                observed, record = observe(sub, self.s.inventory, actual)
+                action = next_action(facts_of(sub), chain_time, self.s.config.grace_seconds,
+                                     observed)
+                if action is None:
+                    self._settle(sub, chain_time)
+                    return last
+                self.s.store.journal_step(sub.id, action.value, "started")
+                started = time.monotonic()
+                try:
+                    self._apply(action, sub, record)
+                finally:
+                    if self.s.step_observer is not None:
+                        failed = sys.exc_info()[0] is not None
+                        self.s.step_observer(action.value, "failed" if failed else "done",
+                                             time.monotonic() - started)
+            except VmidTaken as exc:
+                if action is not Action.CREATE_VM or record is None:
+                    return self._failed(sub, action, exc)
+                # Someone else's VM sits on our id: quarantine it, take the next free one.
+                moved = self.s.inventory.reassign_vmid(record.id, self.s.pools, reason=str(exc))
+                self.s.store.journal_step(sub.id, action.value, "failed",
+                                          f"VMID {record.vmid} is taken by a foreign VM; "
+                                          f"moved to {moved.vmid}")
+                log.warning("reconcile.vmid_taken", subscription=sub.id, vmid=record.vmid,
+                            new_vmid=moved.vmid)
+                continue
+            except Deferred as exc:
+                log.info("reconcile.deferred", subscription=sub.id,
+                         action=action.value if action else None, reason=str(exc))
+                return action.value if action is not None else None
+            except TxPending as exc:
+                # A chain write is on its way (or the signer needs funds: health is red).
+                # Not a failure of this subscription: no attempt is counted.
+                name = action.value if action is not None else "observe"
+                self.s.store.journal_step(sub.id, name, "failed", f"waiting: {exc}"[:500])
+                log.info("reconcile.waiting_for_chain", subscription=sub.id, action=name,
+                         detail=str(exc)[:200])
+                return name
+            except STEP_ERRORS as exc:
+                return self._failed(sub, action, exc)
             self.s.store.journal_step(sub.id, action.value, "done")
             log.info("reconcile.step_done", subscription=sub.id, action=action.value)
             last = action.value
         return last
+
+    def apply_one(self, subscription_id: int, action: Action) -> None:
+        """Apply one chosen step by hand (``blockhost gc --execute``), journaled like the
+        daemon's; a failure is recorded on the subscription and re-raised."""
+        sub = self.s.store.subscription(subscription_id)
+        if sub is None:
+            raise UserError(f"subscription {subscription_id} is not in the journal")
+        record = self.s.inventory.live_for_subscription(sub.id)
+        self.s.store.journal_step(sub.id, action.value, "started", "by hand")
+        try:
+            self._apply(action, sub, record)
+        except STEP_ERRORS as exc:
+            reason = f"{action.value}: {exc}"[:500]
+            self.s.store.journal_step(sub.id, action.value, "failed", reason)
+            self.s.store.update_progress(sub.id, last_error=reason)
+            raise
+        self.s.store.journal_step(sub.id, action.value, "done", "by hand")
+
+    def _failed(self, sub: Subscription, action: Action | None, exc: Exception) -> str:
+        """Record a failed step; permanent errors and exhausted budgets become dead letters."""
+        name = action.value if action is not None else "observe"
+        reason = f"{name}: {exc}"[:500]
+        attempts = sub.attempts + 1
+        self.s.store.journal_step(sub.id, name, "failed", reason)
+        self.s.store.update_progress(sub.id, last_error=reason, attempts=attempts)
+        permanent = isinstance(exc, PERMANENT_ERRORS) and not isinstance(exc, VmidTaken)
+        if permanent or attempts >= DEAD_LETTER_AFTER_ATTEMPTS:
+            entry = DeadLetters(self.s.store.conn).add(
+                sub.id, action=name, reason=reason, attempts=attempts,
+                facts_block=sub.updated_block)
+            log.error("reconcile.dead_lettered", subscription=sub.id, action=name,
+                      error=reason, attempts=attempts, permanent=permanent, dead_letter=entry)
+        else:
+            log.warning("reconcile.step_failed", subscription=sub.id, action=name,
+                        error=reason, attempts=attempts)
+        return name
 
     def _settle(self, sub: Subscription, chain_time: int) -> None:
         state = subscription_state(sub, self.s.inventory, chain_time, self.s.config.grace_seconds)
@@ -138,53 +264,85 @@ class Reconciler:
             assert record is not None
             if record.state != "reserved":
                 self.s.backend.destroy(ref_of(record))
+                # before the release, so the address is not handed out while routed (bug 24)
+                hooks = self.s.config.network.hooks
+                run_hooks(hooks.on_destroy, "destroyed", vm_facts(self.s.config, record),
+                          timeout=hooks.timeout)
             self.s.inventory.release(record.id)
+        elif action is Action.UPDATE_EXPIRY:
+            self._update_expiry(sub)
+        elif action is Action.UPDATE_CREDENTIALS:
+            assert record is not None
+            self._update_credentials(sub, record)
 
     def _allocate(self, sub: Subscription) -> None:
         self.s.store.update_progress(sub.id, state="provisioning")
         self.s.inventory.reserve(
-            vm_name(self.s.config, sub.id), pools=self.s.pools, node=self.choose_node(),
+            vm_name(self.s.config, sub.id), pools=self.s.pools,
+            node=self.choose_node(self.s.config.plan_size(sub.plan_id)),
             subscription_id=sub.id, owner_wallet=sub.subscriber,
             username=self.s.config.vm.username, want_ipv6=bool(self.s.pools.ipv6_prefix),
         )
 
-    def _mint(self, sub: Subscription, record: VMRecord) -> None:
+    def _minter(self) -> NftMinter:
         if self.s.minter is None:
-            raise BlockhostError("no NFT contract configured (chain.nft_contract); cannot mint")
+            raise UserError("no NFT contract configured (chain.nft_contract); cannot mint")
+        return self.s.minter
+
+    def _sealed_details(self, sub: Subscription, record: VMRecord) -> tuple[bytes, str, str | None]:
+        """(userEncrypted for the NFT, publicSecret, note when no details could be sealed).
+
+        The subscriber's signature (decrypted from the purchase) keys the AES-GCM seal; a
+        payload we cannot use still gets the user an NFT, just without details."""
         cfg = self.s.config
-        user_encrypted = b""
-        public_secret = cfg.public_secret_default
-        note: str | None = None
         if self.s.server_key is None:
-            note = "server key not loaded; NFT minted without connection details"
-        elif not sub.user_encrypted:
-            note = "subscription carries no userEncrypted; NFT minted without connection details"
-        else:
-            try:
-                secret = decrypt_user_encrypted(
-                    self.s.server_key, sub.user_encrypted, subscriber=sub.subscriber,
-                    public_secret_default=cfg.public_secret_default)
-            except CryptoError as exc:
-                note = f"credentials not encrypted: {exc}"
-            else:
-                public_secret = secret.public_secret
-                details = ConnectionDetails(hostname=record.ipv6 or record.ipv4 or record.name,
-                                            port=22, username=record.username or cfg.vm.username)
-                user_encrypted = encrypt_connection_details(secret.signature, details)
+            return b"", cfg.public_secret_default, ("server key not loaded; NFT minted without "
+                                                    "connection details")
+        if not sub.user_encrypted:
+            return b"", cfg.public_secret_default, ("subscription carries no userEncrypted; NFT "
+                                                    "minted without connection details")
+        try:
+            secret = decrypt_user_encrypted(
+                self.s.server_key, sub.user_encrypted, subscriber=sub.subscriber,
+                public_secret_default=cfg.public_secret_default)
+        except CryptoError as exc:
+            return b"", cfg.public_secret_default, f"credentials not encrypted: {exc}"
+        details = ConnectionDetails(hostname=record.ipv6 or record.ipv4 or record.name,
+                                    port=22, username=record.username or cfg.vm.username)
+        return encrypt_connection_details(secret.signature, details), secret.public_secret, None
+
+    def _mint(self, sub: Subscription, record: VMRecord) -> None:
+        minter = self._minter()
+        cfg = self.s.config
+        user_encrypted, public_secret, note = self._sealed_details(sub, record)
         request = MintRequest(
             to=sub.subscriber, user_encrypted=user_encrypted, public_secret=public_secret,
             description=cfg.nft.description, image_uri=cfg.nft.image_uri,
             animation_url_base64=signing_page_base64(cfg.nft.signing_page_path),
             expires_at=sub.expires_at,
         )
-        token_id = self.s.minter.mint(f"mint:sub:{sub.id}", sub.id, request)
+        token_id = minter.mint(f"mint:sub:{sub.id}", sub.id, request)
         self.s.store.update_progress(sub.id, token_id=token_id, nft_expires_at=sub.expires_at,
+                                     credential_note=note,
+                                     credentials_vm=record.id if user_encrypted else None)
+
+    def _update_expiry(self, sub: Subscription) -> None:
+        assert sub.token_id is not None
+        self._minter().update_expiration(sub.id, sub.token_id, sub.expires_at)
+        self.s.store.update_progress(sub.id, nft_expires_at=sub.expires_at)
+
+    def _update_credentials(self, sub: Subscription, record: VMRecord) -> None:
+        """The VM was rebuilt (new address): re-seal the details for the same signature."""
+        assert sub.token_id is not None
+        user_encrypted, _secret, note = self._sealed_details(sub, record)
+        if user_encrypted:
+            self._minter().update_user_encrypted(sub.id, sub.token_id, user_encrypted,
+                                                 generation=record.id)
+        self.s.store.update_progress(sub.id, credentials_vm=record.id if user_encrypted else None,
                                      credential_note=note)
 
     def _create(self, sub: Subscription, record: VMRecord) -> None:
         cfg = self.s.config
-        size = cfg.plan_size(sub.plan_id)
-        pools = self.s.pools
         user_data = render(cfg.vm.cloud_init_template, {
             "VM_NAME": record.name,
             "VM_IP": record.ipv4 or "",
@@ -200,20 +358,19 @@ class Reconciler:
             "OTP_TTL": "300",
             "SECRET_KEY": _vm_secret(),
         })
-        spec = VMSpec(
-            name=record.name, vmid=record.vmid, node=record.node,
-            template_vmid=cfg.proxmox.template_vmid, cores=size.cores, memory_mb=size.memory,
-            disk_gb=size.disk,
-            ipv4_cidr=f"{record.ipv4}/{pools.ipv4_prefixlen}" if record.ipv4 else None,
-            gateway4=pools.ipv4_gateway,
-            ipv6_cidr=f"{record.ipv6}/128" if record.ipv6 else None,
-            gateway6=pools.ipv6_gateway,
-            bridge=cfg.network.bridge, pool=cfg.proxmox.pool,
-            tags=(cfg.proxmox.tag, f"sub-{sub.id}"), subscription_id=sub.id,
-            username=record.username or cfg.vm.username, user_data=user_data,
-            storage=cfg.proxmox.storage, full_clone=cfg.proxmox.full_clone,
-        )
-        ref = self.s.backend.create(spec)
+        spec = vm_spec(cfg, record, self.s.pools, size=cfg.plan_size(sub.plan_id),
+                       user_data=user_data)
+        if self.limiter is not None and not self.limiter.try_acquire_node(record.node):
+            raise Deferred(f"node {record.node} has no free create slot")
+        try:
+            ref = self.s.backend.create(spec)
+        finally:
+            if self.limiter is not None:
+                self.limiter.release(record.node)
+        # Hooks run before the record says "running": if one fails, the next pass creates
+        # again (adopting the VM) and re-runs them, so hooks must be idempotent.
+        hooks = cfg.network.hooks
+        run_hooks(hooks.on_create, "created", vm_facts(cfg, record), timeout=hooks.timeout)
         self.s.inventory.set_state(record.id, "running", smbios_uuid=ref.smbios_uuid)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from listener.config import Config
+from listener.dead_letters import DeadLetters
 from listener.reconciler import subscription_state
 from listener.store import Store
+from listener.tx_store import TxStore
 from provisioner.inventory import Inventory
 
 
@@ -14,6 +16,7 @@ def snapshot(config: Config, store: Store, inventory: Inventory) -> dict[str, An
     """The status document (SPEC §8); never includes secrets or ciphertexts."""
     chain = store.chain_state()
     chain_time = chain.chain_time or 0
+    txs = TxStore(store.conn)
     subscriptions: list[dict[str, Any]] = []
     for sub in store.subscriptions():
         record = inventory.live_for_subscription(sub.id)
@@ -26,7 +29,7 @@ def snapshot(config: Config, store: Store, inventory: Inventory) -> dict[str, An
             nft = {"token_id": sub.token_id, "state": "minted",
                    "expires_at": sub.nft_expires_at, "note": sub.credential_note}
         else:
-            tx = store.tx_by_key(f"mint:sub:{sub.id}")
+            tx = txs.get(f"mint:sub:{sub.id}")
             if tx is not None:
                 nft = {"token_id": None, "state": tx.state, "tx_hash": tx.tx_hash}
         subscriptions.append({
@@ -60,8 +63,9 @@ def snapshot(config: Config, store: Store, inventory: Inventory) -> dict[str, An
         },
         "events": store.event_count(),
         "subscriptions": subscriptions,
-        "dead_letters": 0,
-        "pending_transactions": store.pending_tx_count(),
+        "dead_letters": DeadLetters(store.conn).open_count(),
+        "pending_transactions": txs.pending_count(),
+        "signer_alerts": [f"{a.kind}: {a.message}" for a in txs.alerts()],
     }
 
 
@@ -78,6 +82,8 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append(f"HALTED: {chain['halted']}")
     lines.append(f"events journaled {doc['events']}  pending transactions "
                  f"{doc['pending_transactions']}  dead letters {doc['dead_letters']}")
+    for alert in doc["signer_alerts"]:
+        lines.append(f"SIGNER ALERT: {alert}")
     for sub in doc["subscriptions"]:
         vm = sub["vm"]
         vm_text = (f"{vm['name']} vmid {vm['vmid']} on {vm['node']} ip {vm['ip']} ({vm['power']})"

@@ -1,4 +1,4 @@
-"""The listener's SQLite state: cursor, journaled events, chain facts, progress, transactions.
+"""The listener's SQLite state: cursor, block-hash window, journaled events, chain facts, progress.
 
 Invariant: events and the cursor that covers them are written in ONE transaction
 (:meth:`Store.journal_batch`), so a crash either keeps both or neither. Every write keyed
@@ -125,6 +125,16 @@ MIGRATIONS = (
         deep INTEGER NOT NULL
     )
     """,
+    # 3: which VM record the NFT's encrypted connection details describe (a VM rebuilt after
+    # a renewal needs updateUserEncrypted); NULL when the NFT carries no details.
+    """
+    ALTER TABLE subscriptions ADD COLUMN credentials_vm INTEGER
+    """,
+    # 4: transactions moved to the transaction manager's own tables (listener/tx_store.py).
+    """
+    DROP INDEX transactions_nonce;
+    DROP TABLE transactions
+    """,
 )
 
 #: How many block hashes below the confirmed cursor stay in the window.
@@ -164,6 +174,7 @@ class Subscription:
     credential_note: str | None
     last_error: str | None
     attempts: int
+    credentials_vm: int | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Subscription:
@@ -173,30 +184,15 @@ class Subscription:
         return cls(**data)
 
 
-@dataclass(frozen=True)
-class TxRecord:
-    id: int
-    idempotency_key: str
-    kind: str
-    subscription_id: int | None
-    sender: str
-    nonce: int
-    raw_tx: bytes
-    tx_hash: str
-    state: str
-    block_number: int | None
-    result: dict[str, Any] | None
-    error: str | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> TxRecord:
-        data = {key: row[key] for key in row.keys() if key not in {"created_at", "updated_at"}}
-        data["raw_tx"] = bytes(data["raw_tx"])
-        data["result"] = json.loads(data["result"]) if data["result"] else None
-        return cls(**data)
-
-
 _KEEP = object()
+
+#: A purchase's facts (a replayed or re-journaled purchase overwrites with the same values).
+_UPSERT_CREATED = (
+    "INSERT INTO subscriptions (id, plan_id, subscriber, expires_at, user_encrypted,"
+    " created_block, updated_block, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET plan_id = excluded.plan_id,"
+    " subscriber = excluded.subscriber, expires_at = excluded.expires_at,"
+    " user_encrypted = excluded.user_encrypted, updated_block = excluded.updated_block")
 
 
 def _event_from_row(row: sqlite3.Row, *, rejected: object = _KEEP) -> DecodedLog:
@@ -271,13 +267,10 @@ class Store:
         Returns how many events were new. A log already journaled (same block hash and
         index) is skipped together with its facts, which makes replays no-ops.
         """
-        new = 0
         with transaction(self.conn):
-            for entry in logs:
-                if not self._insert_event(entry, block_times.get(entry.block_number), applied=True):
-                    continue
-                new += 1
-                self._apply_and_mark(entry, block_times.get(entry.block_number))
+            fresh = self._insert_new_events(list(logs), block_times)
+            self._apply_in_order(fresh, block_times)
+            new = len(fresh)
             if move_cursor:
                 self._remember_blocks([*window, (to_block, to_hash)], {to_block: to_timestamp})
                 self.conn.execute(
@@ -431,6 +424,53 @@ class Store:
 
     # -- internals of journaling ------------------------------------------------------------
 
+    def _insert_new_events(self, logs: list[DecodedLog],
+                           block_times: dict[int, int]) -> list[DecodedLog]:
+        """Insert the logs not yet journaled (one executemany); return those, in order."""
+        if not logs:
+            return []
+        low = min(e.block_number for e in logs)
+        high = max(e.block_number for e in logs)
+        seen = {(str(r[0]), int(r[1])) for r in self.conn.execute(
+            "SELECT block_hash, log_index FROM events WHERE block_number BETWEEN ? AND ?",
+            (low, high))}
+        fresh = []
+        for entry in logs:
+            identity = (entry.block_hash, entry.log_index)
+            if identity not in seen:
+                seen.add(identity)
+                fresh.append(entry)
+        self.conn.executemany(
+            "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address,"
+            " name, subscription_id, plan_id, args, rejected, applied, block_time)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            [(e.block_number, e.block_hash, e.tx_hash, e.log_index, e.address, e.name,
+              e.subscription_id, e.plan_id, json.dumps(args_to_json(e.args), sort_keys=True),
+              e.rejected, block_times.get(e.block_number)) for e in fresh],
+        )
+        return fresh
+
+    def _apply_in_order(self, logs: list[DecodedLog], block_times: dict[int, int]) -> None:
+        """Apply facts in chain order; runs of purchases go in one executemany."""
+        created: list[tuple[Any, ...]] = []
+        now = int(time.time())
+
+        def flush() -> None:
+            if created:
+                self.conn.executemany(_UPSERT_CREATED, created)
+                created.clear()
+
+        for entry in logs:
+            if entry.rejected is None and entry.name == "SubscriptionCreated":
+                a = entry.args
+                created.append((a["subscriptionId"], a["planId"], a["subscriber"],
+                                a["expiresAt"], a["userEncrypted"], entry.block_number,
+                                entry.block_number, now))
+                continue
+            flush()
+            self._apply_and_mark(entry, block_times.get(entry.block_number))
+        flush()
+
     def _insert_event(self, entry: DecodedLog, block_time: int | None, *, applied: bool) -> bool:
         cursor = self.conn.execute(
             "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address,"
@@ -471,11 +511,7 @@ class Store:
         now = int(time.time())
         if entry.name == "SubscriptionCreated":
             self.conn.execute(
-                "INSERT INTO subscriptions (id, plan_id, subscriber, expires_at, user_encrypted,"
-                " created_block, updated_block, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET plan_id = excluded.plan_id,"
-                " subscriber = excluded.subscriber, expires_at = excluded.expires_at,"
-                " user_encrypted = excluded.user_encrypted, updated_block = excluded.updated_block",
+                _UPSERT_CREATED,
                 (args["subscriptionId"], args["planId"], args["subscriber"], args["expiresAt"],
                  args["userEncrypted"], entry.block_number, entry.block_number, now),
             )
@@ -523,7 +559,7 @@ class Store:
 
     def update_progress(self, subscription_id: int, **fields: Any) -> None:
         allowed = {"state", "token_id", "nft_expires_at", "credential_note", "last_error",
-                   "attempts"}
+                   "attempts", "credentials_vm"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"not progress fields: {sorted(unknown)}")
@@ -547,42 +583,3 @@ class Store:
             (subscription_id,),
         )
         return [(r[0], r[1], r[2]) for r in rows]
-
-    # -- transactions --------------------------------------------------------------------
-
-    def tx_by_key(self, key: str) -> TxRecord | None:
-        row = self.conn.execute("SELECT * FROM transactions WHERE idempotency_key = ?",
-                                (key,)).fetchone()
-        return TxRecord.from_row(row) if row else None
-
-    def next_nonce(self, sender: str) -> int | None:
-        row = self.conn.execute("SELECT MAX(nonce) FROM transactions WHERE sender = ?",
-                                (sender,)).fetchone()
-        return None if row[0] is None else int(row[0]) + 1
-
-    def insert_signed_tx(self, *, key: str, kind: str, subscription_id: int | None, sender: str,
-                         nonce: int, raw_tx: bytes, tx_hash: str) -> TxRecord:
-        now = int(time.time())
-        self.conn.execute(
-            "INSERT INTO transactions (idempotency_key, kind, subscription_id, sender, nonce,"
-            " raw_tx, tx_hash, state, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?)",
-            (key, kind, subscription_id, sender, nonce, raw_tx, tx_hash, now, now),
-        )
-        record = self.tx_by_key(key)
-        assert record is not None
-        return record
-
-    def update_tx(self, key: str, *, state: str, block_number: int | None = None,
-                  result: dict[str, Any] | None = None, error: str | None = None) -> None:
-        self.conn.execute(
-            "UPDATE transactions SET state = ?, block_number = COALESCE(?, block_number),"
-            " result = COALESCE(?, result), error = ?, updated_at = ? WHERE idempotency_key = ?",
-            (state, block_number, json.dumps(result) if result is not None else None, error,
-             int(time.time()), key),
-        )
-
-    def pending_tx_count(self) -> int:
-        return int(self.conn.execute(
-            "SELECT COUNT(*) FROM transactions WHERE state IN ('signed', 'broadcast')"
-        ).fetchone()[0])

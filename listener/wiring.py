@@ -56,17 +56,28 @@ def pools_from_config(config: Config) -> Pools:
 
 def build_backend(config: Config) -> VMBackend:
     px = config.proxmox
-    if px.backend != "api":
-        raise UserError("proxmox.backend 'terraform' is not available yet; use 'api'")
     if not px.token_id:
         raise UserError("proxmox.token_id is not set; create an API token (USER@REALM!TOKENID) "
                         "and put its secret in proxmox.token_secret_file")
     verify: bool | str = str(px.verify_ssl) if isinstance(px.verify_ssl, Path) else px.verify_ssl
-    return ProxmoxAPIBackend(
-        px.api_url, px.token_id, read_secret_file(px.token_secret_file, "Proxmox token secret"),
+    secret = read_secret_file(px.token_secret_file, "Proxmox token secret")
+    api = ProxmoxAPIBackend(
+        px.api_url, px.token_id, secret,
         verify=verify, pool=px.pool, tag=px.tag, snippets_dir=px.snippets_dir,
         snippets_storage=px.cloudinit_storage,
+        # clones in flight survive a crash: a half-made VM is adopted, never mistaken for foreign
+        journal_dir=config.db.path.parent / "clone-journal",
     )
+    if px.backend != "terraform":
+        return api
+    from provisioner.terraform.backend import build_terraform_backend
+
+    # the API backend stays in use read-only: ownership checks before Terraform acts
+    backend = build_terraform_backend(api, token_secret=secret, root=px.terraform_dir,
+                                      snippets_datastore=px.cloudinit_storage,
+                                      cloudinit_datastore=px.storage)
+    backend.runner.binary_path()  # fail at start, with the install hint, if terraform is absent
+    return backend
 
 
 def build_web3(config: Config) -> Web3:
@@ -78,23 +89,31 @@ def build_web3(config: Config) -> Web3:
 def build_minter(config: Config, store: Store) -> NftMinter | None:
     if not config.chain.nft_contract:
         return None
+    from listener.fees import FeePolicy
+    from listener.tx_store import TxStore
+
     account = Account.from_key(load_private_key(config.signer.private_key_file,
                                                 what="signer key"))
-    txm = TxManager(build_web3(config), store, account,
-                    max_fee_gwei=config.signer.max_fee_gwei,
-                    max_priority_fee_gwei=config.signer.max_priority_fee_gwei,
-                    lock=SIGNER_LOCK)
+    txm = TxManager(build_web3(config), TxStore(store.conn), account,
+                    fees=FeePolicy.from_gwei(config.signer.max_fee_gwei,
+                                             config.signer.max_priority_fee_gwei),
+                    confirmations=config.chain.confirmations, lock=SIGNER_LOCK)
     return NftMinter(txm, config.chain.nft_contract)
 
 
-def build_services(config: Config, *, chain_id: int | None = None) -> Services:
-    """A full set of adapters for one thread (own SQLite connection, own HTTP sessions)."""
+def build_services(config: Config, *, chain_id: int | None = None,
+                   with_chain: bool = True) -> Services:
+    """A full set of adapters for one thread (own SQLite connection, own HTTP sessions).
+
+    ``with_chain=False`` leaves out the signer and the server key, for commands that only
+    stop or destroy VMs (``gc``)."""
     store = Store.open(config.db.path)
     inventory = Inventory(store.conn)
     return Services(
         config=config, store=store, inventory=inventory, backend=build_backend(config),
-        minter=build_minter(config, store),
-        server_key=load_private_key(config.server_key_file, what="server key"),
+        minter=build_minter(config, store) if with_chain else None,
+        server_key=(load_private_key(config.server_key_file, what="server key")
+                    if with_chain else None),
         pools=pools_from_config(config),
         rpc_url_for_vm=config.chain.rpc_urls[0] if config.chain.rpc_urls else "",
         chain_id=chain_id or config.chain.chain_id,

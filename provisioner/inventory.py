@@ -42,6 +42,14 @@ MIGRATIONS = (
         PRIMARY KEY (kind, value)
     )
     """,
+    # 2: VMIDs found taken on Proxmox by a VM that is not provably ours: never handed out.
+    """
+    CREATE TABLE foreign_vmids (
+        vmid INTEGER PRIMARY KEY,
+        noted_at INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    )
+    """,
 )
 
 #: VM states in the inventory. ``reserved``: ids held, nothing on Proxmox yet.
@@ -151,7 +159,8 @@ class Inventory:
         with transaction(self._conn):
             if self.get(name) is not None:
                 raise AllocationError(f"a live VM named {name!r} already exists in the inventory")
-            taken_vmids = self._taken("vmid") | {str(v) for v in skip_vmids}
+            taken_vmids = (self._taken("vmid") | self._foreign()
+                           | {str(v) for v in skip_vmids})
             chosen_vmid = self._pick("vmid", str(vmid) if vmid is not None else None,
                                      pools.vmid_candidates(), taken_vmids)
             chosen_v4 = self._pick("ipv4", ipv4, pools.ipv4_candidates(), self._taken("ipv4"))
@@ -221,6 +230,35 @@ class Inventory:
             "UPDATE vms SET state = ?, smbios_uuid = COALESCE(?, smbios_uuid), updated_at = ?"
             " WHERE id = ?", (state, smbios_uuid, self._now(), vm_id),
         )
+
+    def _foreign(self) -> set[str]:
+        return {str(r[0]) for r in self._conn.execute("SELECT vmid FROM foreign_vmids")}
+
+    def foreign_vmids(self) -> dict[int, str]:
+        """VMIDs quarantined because someone else's VM holds them, with the reason."""
+        rows = self._conn.execute("SELECT vmid, reason FROM foreign_vmids ORDER BY vmid")
+        return {int(r[0]): str(r[1]) for r in rows}
+
+    def reassign_vmid(self, vm_id: int, pools: Pools, *, reason: str) -> VMRecord:
+        """The record's VMID turned out to be taken by a foreign VM: quarantine that id and
+        lease the next free one, atomically. Only for records not yet built on Proxmox."""
+        with transaction(self._conn):
+            record = self.get_by_id(vm_id)
+            if record is None or record.state == "destroyed":
+                raise AllocationError(f"no live VM record {vm_id}")
+            self._conn.execute(
+                "INSERT INTO foreign_vmids (vmid, noted_at, reason) VALUES (?, ?, ?)"
+                " ON CONFLICT (vmid) DO NOTHING", (record.vmid, self._now(), reason[:300]))
+            self._conn.execute("DELETE FROM leases WHERE kind = 'vmid' AND vm_id = ?", (vm_id,))
+            chosen = self._pick("vmid", None, pools.vmid_candidates(),
+                                self._taken("vmid") | self._foreign())
+            self._conn.execute("INSERT INTO leases (kind, value, vm_id) VALUES ('vmid', ?, ?)",
+                               (chosen, vm_id))
+            self._conn.execute("UPDATE vms SET vmid = ?, updated_at = ? WHERE id = ?",
+                               (int(chosen), self._now(), vm_id))
+        updated = self.get_by_id(vm_id)
+        assert updated is not None
+        return updated
 
     def release(self, vm_id: int) -> None:
         """Mark destroyed and free its VMID/IP leases, in one transaction (idempotent)."""

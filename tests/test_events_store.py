@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from eth_abi import encode
 
 from listener.events import EVENT_TOPICS, TOPIC_TO_EVENT, decode_log
@@ -125,3 +127,46 @@ class TestJournal:
                             to_timestamp=50, block_times={})
         row = store.conn.execute("SELECT rejected FROM events").fetchone()
         assert "unknown subscription" in row[0]
+
+
+class TestCreatedFastPath:
+    """The hand decoder of SubscriptionCreated must agree with eth_abi on everything."""
+
+    @staticmethod
+    def created_data(expires: int, paid: int, token: bytes, blob: bytes) -> bytes:
+        from eth_abi import encode
+
+        return encode(["uint256", "uint256", "address", "bytes"], [expires, paid, token, blob])
+
+    @given(st.integers(0, 2**256 - 1), st.integers(0, 2**256 - 1), st.binary(min_size=20,
+           max_size=20), st.binary(max_size=300))
+    def test_agrees_with_eth_abi(self, expires: int, paid: int, token: bytes, blob: bytes) -> None:
+        from eth_abi import decode as abi_decode
+
+        from listener.events import _decode_created_data
+
+        data = self.created_data(expires, paid, token, blob)
+        fast = _decode_created_data(data)
+        slow = abi_decode(["uint256", "uint256", "address", "bytes"], data)
+        assert fast is not None
+        assert (fast["expiresAt"], fast["paidAmount"], fast["userEncrypted"]) == (
+            slow[0], slow[1], slow[3])
+        assert fast["paymentToken"].lower() == slow[2].lower()
+
+    @given(st.binary(max_size=400))
+    def test_garbage_never_raises(self, data: bytes) -> None:
+        from listener.events import _decode_created_data
+
+        result = _decode_created_data(data)
+        assert result is None or isinstance(result["userEncrypted"], bytes)
+
+    def test_non_canonical_encodings_fall_back(self) -> None:
+        from listener.events import _decode_created_data
+
+        data = bytearray(self.created_data(1, 2, b"\x11" * 20, b"abc"))
+        dirty_padding = bytes(data[:-1]) + b"\x01"
+        assert _decode_created_data(dirty_padding) is None
+        dirty_address = bytearray(data)
+        dirty_address[2 * 32] = 1
+        assert _decode_created_data(bytes(dirty_address)) is None
+        assert _decode_created_data(bytes(data[:-32])) is None

@@ -92,3 +92,24 @@ def test_never_handed_out_twice(tmp_path_factory: pytest.TempPathFactory,
         assert len({r.vmid for r in records}) == len(records)
         assert len({r.ipv4 for r in records}) == len(records)
         assert inv.leases()["vmid"] == {str(r.vmid) for r in records}
+
+
+class TestForeignVmids:
+    def test_reassign_quarantines_the_taken_id(self, inventory: Inventory) -> None:
+        record = inventory.reserve("a", pools=pools(), node="pve1", subscription_id=1)
+        assert record.vmid == 100
+        moved = inventory.reassign_vmid(record.id, pools(), reason="VM 100 is someone else's")
+        assert moved.vmid == 101 and moved.ipv4 == record.ipv4
+        assert inventory.foreign_vmids() == {100: "VM 100 is someone else's"}
+        assert inventory.leases()["vmid"] == {"101"}
+        # Even after everything is released, the foreign id is never handed out again.
+        inventory.release(moved.id)
+        assert inventory.reserve("b", pools=pools(), node="pve1").vmid == 101
+
+    def test_reassign_fails_cleanly_when_the_range_is_full(self, inventory: Inventory) -> None:
+        narrow = pools(vmids=(100, 100))
+        record = inventory.reserve("a", pools=narrow, node="pve1")
+        with pytest.raises(AllocationError, match="exhausted"):
+            inventory.reassign_vmid(record.id, narrow, reason="taken")
+        assert inventory.get_by_id(record.id).vmid == 100  # type: ignore[union-attr]
+        assert inventory.foreign_vmids() == {}
