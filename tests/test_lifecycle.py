@@ -94,7 +94,8 @@ class Story:
                 send_transaction(self.env.w3, self.env.user(0), call)
                 return
             except Exception as exc:  # noqa: BLE001 - only nonce races are retried
-                if "nonce" not in str(exc).lower():
+                text = str(exc).lower()
+                if not any(m in text for m in ("nonce", "underpriced", "already known")):
                     raise
                 time.sleep(0.2)
         raise AssertionError("the operator's transaction kept losing the nonce race")
