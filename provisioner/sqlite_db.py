@@ -59,21 +59,28 @@ def migrate(conn: sqlite3.Connection, component: str, migrations: Sequence[str])
         " component TEXT NOT NULL, version INTEGER NOT NULL,"
         " PRIMARY KEY (component, version))"
     )
-    row = conn.execute(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?",
-        (component,),
-    ).fetchone()
-    current = int(row[0])
+    current = 0
     for version, script in enumerate(migrations, start=1):
-        if version <= current:
-            continue
+        # The version is re-read inside the write lock: several processes or threads opening
+        # a fresh database at once apply each migration exactly once.
         with transaction(conn):
+            current = _version(conn, component)
+            if version <= current:
+                continue
             for statement in _statements(script):
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_migrations (component, version) VALUES (?, ?)",
                          (component, version))
-        current = version
-    return current
+            current = version
+    return max(current, _version(conn, component))
+
+
+def _version(conn: sqlite3.Connection, component: str) -> int:
+    row = conn.execute(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?",
+        (component,),
+    ).fetchone()
+    return int(row[0])
 
 
 def _statements(script: str) -> list[str]:

@@ -113,3 +113,33 @@ class TestForeignVmids:
             inventory.reassign_vmid(record.id, narrow, reason="taken")
         assert inventory.get_by_id(record.id).vmid == 100  # type: ignore[union-attr]
         assert inventory.foreign_vmids() == {}
+
+
+def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
+    """Workers opening a fresh database at the same moment must not race the migrations."""
+    import threading
+
+    from listener.store import Store
+
+    path = tmp_path / "race.db"
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def open_all() -> None:
+        try:
+            barrier.wait()
+            store = Store.open(path)
+            Inventory(store.conn)
+            store.close()
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_all) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    conn = connect(path)
+    versions = conn.execute("SELECT component, COUNT(*) FROM schema_migrations GROUP BY component")
+    assert dict(versions.fetchall())["inventory"] == 2
