@@ -115,7 +115,7 @@ class ProxmoxConfig(_Section):
     cloudinit_storage: str = "local"
     snippets_dir: Path | None = Path("/var/lib/vz")
     full_clone: bool = True
-    max_parallel: int = Field(default=4, ge=1, le=64)
+    max_parallel: int = Field(default=8, ge=1, le=64)  # worker threads = creates in flight
     max_parallel_per_node: int = Field(default=4, ge=1, le=64)  # placement: creates per node
     #: how often every built VM is compared with Proxmox (stopped or deleted behind our back)
     drift_check_interval: float = Field(default=300.0, ge=5.0)
