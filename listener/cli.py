@@ -133,6 +133,15 @@ def _load_config(args: argparse.Namespace):  # noqa: ANN202 - Config, imported l
     return load_config(args.config)
 
 
+def _open_store(config):  # noqa: ANN001, ANN202 - Config/Store imported lazily
+    from listener.store import Store
+
+    if not config.db.path.exists():
+        raise UserError(f"database {config.db.path} does not exist yet; start `blockhost listen` "
+                        "first or fix db.path")
+    return Store.open(config.db.path)
+
+
 def _configure_logs(command: str) -> None:
     from listener.logging_setup import configure
 
@@ -147,14 +156,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from listener.status import render_text, snapshot
-    from listener.store import Store
     from provisioner.inventory import Inventory
 
     config = _load_config(args)
-    if not config.db.path.exists():
-        raise UserError(f"database {config.db.path} does not exist yet; start `blockhost listen` "
-                        "first or fix db.path")
-    store = Store.open(config.db.path)
+    store = _open_store(config)
     try:
         doc = snapshot(config, store, Inventory(store.conn))
     finally:
@@ -232,13 +237,9 @@ def cmd_user(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from listener.replay import plan_range, progress_reporter, replay
     from listener.rpc import RpcClient
-    from listener.store import Store
 
     config = _load_config(args)
-    if not config.db.path.exists():
-        raise UserError(f"database {config.db.path} does not exist yet; start `blockhost listen` "
-                        "first or fix db.path")
-    store = Store.open(config.db.path)
+    store = _open_store(config)
     try:
         rpc = RpcClient(config.chain.rpc_urls, expected_chain_id=config.chain.chain_id)
         store.bind_chain(rpc.chain_id())
@@ -447,15 +448,6 @@ def cmd_mint(args: argparse.Namespace) -> int:
         store.close()
     print(token_id)
     return 0
-
-
-def _open_store(config):  # noqa: ANN001, ANN202 - Config/Store imported lazily
-    from listener.store import Store
-
-    if not config.db.path.exists():
-        raise UserError(f"database {config.db.path} does not exist yet; start `blockhost listen` "
-                        "first or fix db.path")
-    return Store.open(config.db.path)
 
 
 def cmd_gc(args: argparse.Namespace) -> int:

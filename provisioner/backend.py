@@ -18,11 +18,11 @@ import re
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-#: PVE's dns-name format (VM names must satisfy it)
+#: PVE's dns-name format (VM names must satisfy it); ``\Z``, not ``$``: no trailing newline
 NAME_RE = re.compile(r"^([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*"
-                     r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$")
+                     r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\Z")
 #: PVE's tag format
-TAG_RE = re.compile(r"^[a-z0-9_][a-z0-9_\-+.]*$", re.IGNORECASE)
+TAG_RE = re.compile(r"^[a-z0-9_][a-z0-9_\-+.]*\Z", re.IGNORECASE)
 DEFAULT_TAG = "blockhost"
 
 

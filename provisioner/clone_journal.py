@@ -11,11 +11,10 @@ One small JSON file per VMID, written atomically (temp file + fsync + rename), m
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from provisioner.atomic_file import write_atomic
 
 
 @dataclass(frozen=True)
@@ -57,20 +56,7 @@ class CloneJournal:
     def record(self, entry: PendingClone) -> None:
         """Write (or overwrite) the entry durably before the call it describes."""
         target = self._path(entry.vmid)
-        fd, tmp = tempfile.mkstemp(prefix=".clone-", suffix=".tmp", dir=self.directory)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(json.dumps(asdict(entry), sort_keys=True).encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_atomic(target, json.dumps(asdict(entry), sort_keys=True).encode(), mode=0o600)
 
     def remove(self, vmid: int) -> None:
         try:

@@ -15,9 +15,7 @@ never logged or put into an exception message.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -30,6 +28,7 @@ import structlog
 from proxmoxer import ProxmoxAPI, ResourceException
 from proxmoxer.tools import Tasks
 
+from provisioner.atomic_file import write_atomic
 from provisioner.backend import (
     NAME_RE,
     TAG_RE,
@@ -645,20 +644,7 @@ class ProxmoxAPIBackend:
         directory = self.snippets_dir / "snippets"
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / self._snippet_name(name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=directory)
-        try:
-            os.fchmod(fd, 0o640)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(content.encode("utf-8"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_atomic(target, content.encode("utf-8"), mode=0o640)
         log.info("pve.snippet.written", path=str(target), bytes=len(content.encode("utf-8")))
 
     def _remove_snippet(self, name: str) -> None:

@@ -485,3 +485,13 @@ def test_provisioner_never_imports_listener() -> None:
     offenders = [str(p) for p in root.rglob("*.py")
                  if re.search(r"^\s*(from|import)\s+listener\b", p.read_text(), re.M)]
     assert offenders == []
+
+
+@pytest.mark.parametrize(("name", "tag"), [("blockhost-1\n", "blockhost"),
+                                           ("blockhost-1", "blockhost\n")])
+def test_markers_refuse_a_trailing_newline(name: str, tag: str) -> None:
+    """`$` would let a newline through into the description marker; `\\Z` does not."""
+    from provisioner.backend import marker_for
+
+    with pytest.raises(ValueError):
+        marker_for(1, name, managed_by=tag)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import random
 import re
-import tempfile
 import threading
 import time
 import uuid
@@ -22,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provisioner.atomic_file import write_atomic
 from provisioner.pvesim import params as P
 
 STATE_FORMAT = 1
@@ -273,19 +272,7 @@ class Simulator:
             return
         data = json.dumps(self.state, sort_keys=True, indent=1).encode()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_atomic(path, data, mode=0o600)
 
     # ------------------------------------------------------------------ helpers
 

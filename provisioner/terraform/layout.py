@@ -14,10 +14,10 @@ its directory untouched.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from provisioner.atomic_file import write_atomic
 from provisioner.backend import NAME_RE
 from provisioner.terraform.render import MAIN_FILE
 
@@ -40,20 +40,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, data, mode=0o600)
     return True
 
 
