@@ -6,6 +6,7 @@ same set-up. Every process started here is registered on an ExitStack and stoppe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -81,6 +82,20 @@ class DevEnv:
                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.listeners.append(process)
         return process
+
+    def observability_url(self) -> str | None:
+        """http://HOST:PORT of the newest listener's /healthz, /readyz, /metrics (from its log)."""
+        if not self.listener_log.exists():
+            return None
+        found = None
+        for line in self.listener_log.read_text(errors="replace").splitlines():
+            if "observability.listening" in line:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                found = f"http://{entry['host']}:{entry['port']}"
+        return found
 
     def kill_listener(self, process: subprocess.Popen[bytes]) -> None:
         process.send_signal(signal.SIGKILL)
@@ -179,6 +194,7 @@ def config_document(workdir: Path, *, rpc_url: str, deployment: dict[str, Any], 
         },
         "gc": {"grace_days": grace_days},
         "db": {"path": str(workdir / "blockhost.db")},
+        "metrics": {"listen": "127.0.0.1:0"},  # the bound port is in the listener's log
     }
 
 

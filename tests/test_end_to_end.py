@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from listener.contracts import load_artifact
 from listener.crypto import ConnectionDetails
@@ -76,6 +77,15 @@ def test_listener_killed_midway_loses_nothing_and_doubles_nothing(env: DevEnv) -
     for sub_id in all_ids:
         owner = nft.functions.ownerOf(subs[sub_id]["nft"]["token_id"]).call()
         assert owner == subs[sub_id]["subscriber"]
+    # The daemon's own health and metrics agree (served on metrics.listen).
+    url = env.observability_url()
+    assert url is not None
+    health = requests.get(f"{url}/healthz", timeout=10)
+    assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+    metrics = env.wait_for("metrics to show every subscription active", lambda: (
+        text if f'blockhost_subscriptions{{state="active"}} {float(len(all_ids))}' in
+        (text := requests.get(f"{url}/metrics", timeout=10).text) else None), listener=listener)
+    assert 'blockhost_dead_letters 0.0' in metrics
     # The subscriber can read their connection details back from the NFT.
     sub = subs[first[0]]
     details = credentials(env.w3, env.user(1), nft_contract=env.deployment["nft"],
