@@ -501,11 +501,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"dead_letters": [e.to_json() for e in entries]},
                                  sort_keys=True))
-            elif not entries:
-                print("no dead letters")
-            for entry in entries if not args.json else []:
+                return 0
+            for entry in entries:
                 print(f"{entry.id}  subscription #{entry.subscription_id}  {entry.state}  "
                       f"{entry.action} after {entry.attempts} attempt(s): {entry.reason}")
+            if not entries:
+                print("no dead letters")
             return 0
         try:
             if args.dlq_command == "retry":

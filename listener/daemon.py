@@ -238,7 +238,8 @@ class Daemon:
                     continue
                 if result.outcome is not Outcome.HALTED:
                     self.dispatch(pool, store, inventory)
-                self._observe(store, inventory)
+                if server is not None:  # the totals are only read by /metrics and /healthz
+                    self._observe(store, inventory)
                 if time.monotonic() >= next_resume:
                     self._resume_transactions()
                     next_resume = time.monotonic() + TX_RESUME_INTERVAL

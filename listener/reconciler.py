@@ -84,14 +84,17 @@ def facts_of(sub: Subscription) -> Facts:
 
 
 def observe(sub: Subscription, inventory: Inventory,
-            actual: str | None = None) -> tuple[Observed, VMRecord | None]:
-    """Our progress on ``sub`` (and Proxmox's view of its VM when the caller looked)."""
+            backend: VMBackend | None = None) -> tuple[Observed, VMRecord | None]:
+    """Our progress on ``sub``; with a ``backend``, also Proxmox's view of a built VM."""
     record = inventory.live_for_subscription(sub.id)
     stale = (sub.credentials_vm is not None and record is not None
              and sub.credentials_vm != record.id)
+    actual = (actual_state(backend, record)
+              if backend is not None and record is not None and record.state in BUILT_STATES
+              else None)
     return Observed(vm_state=record.state if record else None, token_id=sub.token_id,
                     nft_expires_at=sub.nft_expires_at, credentials_stale=stale,
-                    actual=actual if record is not None else None), record
+                    actual=actual), record
 
 
 def actual_state(backend: VMBackend, record: VMRecord) -> str:
@@ -152,10 +155,7 @@ class Reconciler:
             action: Action | None = None
             record: VMRecord | None = None
             try:
-                live = self.s.inventory.live_for_subscription(sub.id)
-                actual = (actual_state(self.s.backend, live)
-                          if live is not None and live.state in BUILT_STATES else None)
-                observed, record = observe(sub, self.s.inventory, actual)
+                observed, record = observe(sub, self.s.inventory, self.s.backend)
                 action = next_action(facts_of(sub), chain_time, self.s.config.grace_seconds,
                                      observed)
                 if action is None:

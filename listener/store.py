@@ -295,11 +295,8 @@ class Store:
         They become facts only through :meth:`promote` once their block is confirmed, and
         are dropped by :meth:`rewind` if a reorg orphans them first.
         """
-        new = 0
         with transaction(self.conn):
-            for entry in logs:
-                if self._insert_event(entry, block_times.get(entry.block_number), applied=False):
-                    new += 1
+            new = len(self._insert_new_events(list(logs), block_times, applied=False))
             self._remember_blocks([*window, (to_block, to_hash)], block_times)
             self.conn.execute(
                 "UPDATE chain_state SET cursor = ?, cursor_hash = ?, updated_at = ? WHERE id = 1",
@@ -385,15 +382,14 @@ class Store:
         subscription they touch from the whole journal in chain order (a late event must not
         overwrite a newer one). The cursors do not move. Returns how many were new."""
         touched: set[int] = set()
-        new = 0
         with transaction(self.conn):
-            for entry in logs:
-                if self._insert_event(entry, block_times.get(entry.block_number), applied=True):
-                    new += 1
-                    if entry.name in {"PlanCreated", "PlanUpdated"}:
-                        self._apply_and_mark(entry, None)
-                    elif entry.subscription_id is not None:
-                        touched.add(entry.subscription_id)
+            fresh = self._insert_new_events(list(logs), block_times)
+            for entry in fresh:
+                if entry.name in {"PlanCreated", "PlanUpdated"}:
+                    self._apply_and_mark(entry, None)
+                elif entry.subscription_id is not None:
+                    touched.add(entry.subscription_id)
+            new = len(fresh)
             for subscription_id in sorted(touched):
                 self._refold(subscription_id)
         return new
@@ -424,9 +420,10 @@ class Store:
 
     # -- internals of journaling ------------------------------------------------------------
 
-    def _insert_new_events(self, logs: list[DecodedLog],
-                           block_times: dict[int, int]) -> list[DecodedLog]:
-        """Insert the logs not yet journaled (one executemany); return those, in order."""
+    def _insert_new_events(self, logs: list[DecodedLog], block_times: dict[int, int], *,
+                           applied: bool = True) -> list[DecodedLog]:
+        """Insert the logs not yet journaled (one executemany); return those, in order.
+        ``applied=False`` journals them without their facts (blocks not yet confirmed)."""
         if not logs:
             return []
         low = min(e.block_number for e in logs)
@@ -443,10 +440,10 @@ class Store:
         self.conn.executemany(
             "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address,"
             " name, subscription_id, plan_id, args, rejected, applied, block_time)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(e.block_number, e.block_hash, e.tx_hash, e.log_index, e.address, e.name,
               e.subscription_id, e.plan_id, json.dumps(args_to_json(e.args), sort_keys=True),
-              e.rejected, block_times.get(e.block_number)) for e in fresh],
+              e.rejected, int(applied), block_times.get(e.block_number)) for e in fresh],
         )
         return fresh
 
@@ -470,19 +467,6 @@ class Store:
             flush()
             self._apply_and_mark(entry, block_times.get(entry.block_number))
         flush()
-
-    def _insert_event(self, entry: DecodedLog, block_time: int | None, *, applied: bool) -> bool:
-        cursor = self.conn.execute(
-            "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address,"
-            " name, subscription_id, plan_id, args, rejected, applied, block_time)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (block_hash, log_index) DO NOTHING",
-            (entry.block_number, entry.block_hash, entry.tx_hash, entry.log_index,
-             entry.address, entry.name, entry.subscription_id, entry.plan_id,
-             json.dumps(args_to_json(entry.args), sort_keys=True), entry.rejected,
-             int(applied), block_time),
-        )
-        return cursor.rowcount > 0
 
     def _apply_and_mark(self, entry: DecodedLog, block_time: int | None) -> None:
         if entry.rejected is None and entry.name in ACTIONABLE:

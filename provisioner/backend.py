@@ -121,6 +121,55 @@ class VMBackend(Protocol):
         ...
 
 
+class OwnedView(Protocol):
+    """What an ownership check reads of a VM (VMStatus and the API backend's VM view)."""
+
+    pool: str | None
+    name: str
+    description: str
+    tags: tuple[str, ...]
+    smbios_uuid: str | None
+
+
+def ownership_problems(vm: OwnedView, *, pool: str, tag: str, subscription_id: int, name: str,
+                       smbios_uuid: str | None, require_tags: bool,
+                       is_template: bool = False) -> list[str]:
+    """Why ``vm`` is not provably the instance we built (empty list = it is): pool,
+    description marker (managed-by, sub, name), VM name, not a template, no foreign ``sub-``
+    tags, our tags (when required) and the smbios uuid (when recorded). Every backend
+    decides by these same rules before it stops or destroys anything."""
+    problems: list[str] = []
+    if vm.pool != pool:
+        problems.append(f"pool is {vm.pool!r}, expected {pool!r}")
+    marker = parse_marker(vm.description)
+    if marker is None:
+        problems.append("no ownership marker in the description")
+    else:
+        if marker.managed_by != tag:
+            problems.append(f"marker managed-by={marker.managed_by!r}, expected {tag!r}")
+        if marker.subscription_id != subscription_id:
+            problems.append(f"marker sub={marker.subscription_id}, expected {subscription_id}")
+        if marker.name != name:
+            problems.append(f"marker name={marker.name!r}, expected {name!r}")
+    if vm.name != name:
+        problems.append(f"name is {vm.name!r}, expected {name!r}")
+    if is_template:
+        problems.append("is a template")
+    tags = set(vm.tags)
+    own = subscription_tag(subscription_id)
+    foreign = sorted(t for t in tags if t.startswith("sub-") and t != own)
+    if foreign:
+        problems.append(f"carries other subscription tags {foreign}")
+    if require_tags:
+        for wanted in (tag, own):
+            if wanted not in tags:
+                problems.append(f"tag {wanted!r} missing")
+    if smbios_uuid is not None and vm.smbios_uuid != smbios_uuid:
+        problems.append(f"smbios uuid is {vm.smbios_uuid!r}, expected {smbios_uuid!r} "
+                        "(a different VM instance)")
+    return problems
+
+
 def marker_for(subscription_id: int, name: str, *, managed_by: str = DEFAULT_TAG) -> str:
     """Build the description marker line ``managed-by=<tag>;sub=<id>;name=<name>``.
 

@@ -36,6 +36,7 @@ from provisioner.backend import (
     VMSpec,
     VMStatus,
     marker_for,
+    ownership_problems,
     parse_marker,
     subscription_tag,
 )
@@ -75,32 +76,28 @@ def build_ipconfig(ipv4_cidr: str | None, gateway4: str | None, ipv6_cidr: str |
                    gateway6: str | None) -> str | None:
     """``ip=...,gw=...,ip6=...,gw6=...`` for ipconfig0 from validated addresses; None if no
     address is given. Raises ValueError on malformed or mismatched input."""
-    parts: list[str] = []
-    if ipv4_cidr:
-        iface = ipaddress.ip_interface(ipv4_cidr)
-        if iface.version != 4 or "/" not in ipv4_cidr:
-            raise ValueError(f"not an IPv4 CIDR: {ipv4_cidr!r}")
-        parts.append(f"ip={iface.with_prefixlen}")
-        if gateway4:
-            gw = ipaddress.ip_address(gateway4)
-            if gw.version != 4:
-                raise ValueError(f"not an IPv4 gateway: {gateway4!r}")
-            parts.append(f"gw={gw}")
-    elif gateway4:
-        raise ValueError("gateway4 given without ipv4_cidr")
-    if ipv6_cidr:
-        iface6 = ipaddress.ip_interface(ipv6_cidr)
-        if iface6.version != 6 or "/" not in ipv6_cidr:
-            raise ValueError(f"not an IPv6 CIDR: {ipv6_cidr!r}")
-        parts.append(f"ip6={iface6.with_prefixlen}")
-        if gateway6:
-            gw6 = ipaddress.ip_address(gateway6)
-            if gw6.version != 6:
-                raise ValueError(f"not an IPv6 gateway: {gateway6!r}")
-            parts.append(f"gw6={gw6}")
-    elif gateway6:
-        raise ValueError("gateway6 given without ipv6_cidr")
+    parts = [*_ip_parts(4, ipv4_cidr, gateway4, "ip", "gw"),
+             *_ip_parts(6, ipv6_cidr, gateway6, "ip6", "gw6")]
     return ",".join(parts) or None
+
+
+def _ip_parts(version: int, cidr: str | None, gateway: str | None, ip_key: str,
+              gw_key: str) -> list[str]:
+    """One address family's ``ip`` / ``gw`` parts of ipconfig0."""
+    if not cidr:
+        if gateway:
+            raise ValueError(f"gateway{version} given without ipv{version}_cidr")
+        return []
+    iface = ipaddress.ip_interface(cidr)
+    if iface.version != version or "/" not in cidr:
+        raise ValueError(f"not an IPv{version} CIDR: {cidr!r}")
+    parts = [f"{ip_key}={iface.with_prefixlen}"]
+    if gateway:
+        gw = ipaddress.ip_address(gateway)
+        if gw.version != version:
+            raise ValueError(f"not an IPv{version} gateway: {gateway!r}")
+        parts.append(f"{gw_key}={gw}")
+    return parts
 
 
 def _parse_size(text: str) -> int | None:
@@ -394,37 +391,10 @@ class ProxmoxAPIBackend:
 
     def _marker_problems(self, vm: _VM, *, subscription_id: int, name: str,
                          smbios_uuid: str | None, require_tags: bool) -> list[str]:
-        problems: list[str] = []
-        if vm.pool != self.pool:
-            problems.append(f"pool is {vm.pool!r}, expected {self.pool!r}")
-        marker = parse_marker(vm.description)
-        if marker is None:
-            problems.append("no ownership marker in the description")
-        else:
-            if marker.managed_by != self.tag:
-                problems.append(f"marker managed-by={marker.managed_by!r}, expected {self.tag!r}")
-            if marker.subscription_id != subscription_id:
-                problems.append(f"marker sub={marker.subscription_id}, expected {subscription_id}")
-            if marker.name != name:
-                problems.append(f"marker name={marker.name!r}, expected {name!r}")
-        if vm.name != name:
-            problems.append(f"name is {vm.name!r}, expected {name!r}")
-        if vm.entry.get("template") or vm.config.get("template"):
-            problems.append("is a template")
-        tags = set(vm.tags)
-        own_sub = subscription_tag(subscription_id)
-        foreign_subs = sorted(t for t in tags if t.startswith("sub-") and t != own_sub)
-        if foreign_subs:
-            problems.append(f"carries other subscription tags {foreign_subs}")
-        if require_tags:
-            if self.tag not in tags:
-                problems.append(f"tag {self.tag!r} missing")
-            if own_sub not in tags:
-                problems.append(f"tag {own_sub!r} missing")
-        if smbios_uuid is not None and vm.smbios_uuid != smbios_uuid:
-            problems.append(f"smbios uuid is {vm.smbios_uuid!r}, expected {smbios_uuid!r} "
-                            "(a different VM instance)")
-        return problems
+        return ownership_problems(
+            vm, pool=self.pool, tag=self.tag, subscription_id=subscription_id, name=name,
+            smbios_uuid=smbios_uuid, require_tags=require_tags,
+            is_template=bool(vm.entry.get("template") or vm.config.get("template")))
 
     def _verify_owned(self, vm: _VM, ref: VMRef, action: str) -> None:
         if ref.smbios_uuid is None:

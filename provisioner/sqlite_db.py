@@ -59,7 +59,9 @@ def migrate(conn: sqlite3.Connection, component: str, migrations: Sequence[str])
         " component TEXT NOT NULL, version INTEGER NOT NULL,"
         " PRIMARY KEY (component, version))"
     )
-    current = 0
+    current = _version(conn, component)
+    if current >= len(migrations):
+        return current  # the common case: nothing to do, no write lock taken
     for version, script in enumerate(migrations, start=1):
         # The version is re-read inside the write lock: several processes or threads opening
         # a fresh database at once apply each migration exactly once.

@@ -16,7 +16,13 @@ from typing import Any
 
 import structlog
 
-from provisioner.backend import VMRef, VMSpec, VMStatus, parse_marker, subscription_tag
+from provisioner.backend import (
+    VMRef,
+    VMSpec,
+    VMStatus,
+    ownership_problems,
+    parse_marker,
+)
 from provisioner.errors import Locked, NotFound, OwnershipMismatch, Transient
 
 try:  # the API backend's "skip this id" error; older trees only have its base class
@@ -38,41 +44,6 @@ from provisioner.terraform.runner import TerraformError, TerraformRunner, state_
 from provisioner.terraform.schema import validate
 
 log = structlog.get_logger(__name__)
-
-
-def ownership_problems(vm: VMStatus, *, pool: str, tag: str, subscription_id: int, name: str,
-                       smbios_uuid: str | None, require_tags: bool) -> list[str]:
-    """Why ``vm`` is not provably ours (empty list = it is). Same rules as the API backend:
-    pool, description marker (managed-by, sub, name), VM name, no foreign ``sub-`` tags,
-    our tags (when required) and the smbios uuid (when recorded)."""
-    problems: list[str] = []
-    if vm.pool != pool:
-        problems.append(f"pool is {vm.pool!r}, expected {pool!r}")
-    marker = parse_marker(vm.description)
-    if marker is None:
-        problems.append("no ownership marker in the description")
-    else:
-        if marker.managed_by != tag:
-            problems.append(f"marker managed-by={marker.managed_by!r}, expected {tag!r}")
-        if marker.subscription_id != subscription_id:
-            problems.append(f"marker sub={marker.subscription_id}, expected {subscription_id}")
-        if marker.name != name:
-            problems.append(f"marker name={marker.name!r}, expected {name!r}")
-    if vm.name != name:
-        problems.append(f"name is {vm.name!r}, expected {name!r}")
-    tags = set(vm.tags)
-    own = subscription_tag(subscription_id)
-    foreign = sorted(t for t in tags if t.startswith("sub-") and t != own)
-    if foreign:
-        problems.append(f"carries other subscription tags {foreign}")
-    if require_tags:
-        for wanted in (tag, own):
-            if wanted not in tags:
-                problems.append(f"tag {wanted!r} missing")
-    if smbios_uuid is not None and vm.smbios_uuid != smbios_uuid:
-        problems.append(f"smbios uuid is {vm.smbios_uuid!r}, expected {smbios_uuid!r} "
-                        "(a different VM instance)")
-    return problems
 
 
 class TerraformBackend:
