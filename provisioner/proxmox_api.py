@@ -722,6 +722,10 @@ class ProxmoxAPIBackend:
             if self._own_clone_in_flight(ref):
                 raise Locked(0, f"our clone into VM {ref.vmid} is still running; it is "
                                 "destroyed once it has finished (retry later)")
+            # The clone may have ended between the two reads (PVE adds the VM to the pool
+            # only then): look again before calling it absent, or it would leak.
+            vm = self._inspect(ref.vmid)
+        if vm is None:
             self._journal.remove(ref.vmid)
             log.info("pve.destroy.absent", vmid=ref.vmid)
             self._remove_snippet(ref.name)

@@ -340,6 +340,35 @@ def test_destroy_during_our_in_flight_clone_waits_instead_of_leaking(sim: PveSim
     assert CloneJournal(journal).all() == []
 
 
+class _CloneEndsBetweenReads(ProxmoxAPIBackend):
+    """Forces the interleaving that made the test above flaky: the VM is not visible at the
+    first read, and the clone task has finished by the time its state is read."""
+
+    def __init__(self, sim: PveSim, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._sim = sim
+
+    def _own_clone_in_flight(self, ref: VMRef) -> bool:
+        deadline = time.monotonic() + 20
+        while (vm := self._sim.vm(ref.vmid)) is None or vm["lock"] == "clone":
+            assert time.monotonic() < deadline, "the clone never finished"
+            time.sleep(0.02)
+        return super()._own_clone_in_flight(ref)
+
+
+def test_destroy_when_the_clone_ends_between_two_reads_still_destroys(sim: PveSim,
+                                                                      tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    s = spec(vmid=308, sub=15)
+    kill_mid_clone(sim, journal, s, tmp_path, wait_for_upid=True)
+    b = _CloneEndsBetweenReads(sim, sim.url, sim.token_id, sim.token_secret,
+                               verify=str(sim.ca_path), pool="blockhost", poll_interval=0.02,
+                               task_timeout=30, timeout=10, journal_dir=journal)
+    b.destroy(VMRef(vmid=308, node="pve1", name=s.name, subscription_id=15))
+    assert sim.vm(308) is None and owned_vms(sim) == []
+    assert CloneJournal(journal).all() == []
+
+
 def test_someone_elses_running_clone_at_our_id_is_skipped(fast: PveSim, tmp_path: Path) -> None:
     """With a persistent journal a clone-locked VM we never started is not ours (root token:
     the temporary config is visible)."""
