@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -274,6 +275,51 @@ def add_vm_commands(commands: argparse._SubParsersAction) -> None:  # noqa: SLF0
                         "--execute)")
     vm_destroy.add_argument("name", metavar="NAME")
     vm_destroy.add_argument("--execute", action="store_true", help="really destroy it")
+    add_vm_create_arguments(vm_commands.add_parser(
+        "create", help="make a VM by hand for a wallet (the seed's vm-generator); a dry run "
+                       "unless --apply; one JSON result line on stdout"))
+
+
+def add_vm_create_arguments(create: argparse.ArgumentParser) -> None:
+    """The seed's vm-generator flags (``blockhost vm create`` and ``blockhost-vm-create``)."""
+    create.add_argument("name", metavar="NAME", help="VM name (a DNS label, unique)")
+    create.add_argument("--owner-wallet", required=True, help="who gets the VM and its NFT (0x…)")
+    create.add_argument("--apply", action="store_true",
+                        help="really create it (default: show what would be allocated)")
+    create.add_argument("--mock", action="store_true",
+                        help="dry run against a throw-away database (no state, Proxmox or "
+                             "chain needed); cannot be combined with --apply")
+    create.add_argument("--user-signature", default=None, metavar="0x…",
+                        help="the owner's personal_sign of the public secret, to seal the "
+                             "connection details into the NFT (visible to other local users "
+                             "in the process list: prefer --user-signature-file)")
+    create.add_argument("--user-signature-file", type=Path, default=None, metavar="FILE",
+                        help="read the signature from FILE ('-': standard input)")
+    create.add_argument("--public-secret", default=None,
+                        help="the message the owner signed (default: public_secret_default)")
+    create.add_argument("--skip-mint", action="store_true", help="create the VM, mint no NFT")
+    create.add_argument("--nft-token-id", type=int, default=None,
+                        help="with --skip-mint: the token id of an NFT minted elsewhere (for "
+                             "the cloud-init template)")
+    create.add_argument("--cpu", type=int, default=None, help="cores (default: plans.default)")
+    create.add_argument("--memory", type=int, default=None,
+                        help="MiB (default: plans.default)")
+    create.add_argument("--disk", type=int, default=None, help="GiB (default: plans.default)")
+    create.add_argument("--template-vmid", type=int, default=None,
+                        help="template to clone (default: proxmox.template_vmid)")
+    create.add_argument("--node", default=None, help="Proxmox node (default: placement)")
+    create.add_argument("--ip", default=None, help="IPv4 address (default: next free in the pool)")
+    create.add_argument("--ipv6", default=None,
+                        help="IPv6 address (default: next free, when an IPv6 pool is set)")
+    create.add_argument("--vmid", type=int, default=None,
+                        help="VMID (default: next free in network.vmid_range)")
+    create.add_argument("--expiry-days", type=int, default=30,
+                        help="days until the VM and its NFT expire (default 30)")
+    create.add_argument("--username", default=None, help="login user (default: vm.username)")
+    create.add_argument("--tags", nargs="+", default=[], metavar="TAG",
+                        help="extra Proxmox tags")
+    create.add_argument("--cloud-init", default=None, metavar="TEMPLATE",
+                        help="cloud-init template name (default: vm.cloud_init_template)")
 
 
 def cmd_vm_export_tf(args: argparse.Namespace) -> int:
@@ -396,17 +442,108 @@ def cmd_vm_destroy(args: argparse.Namespace) -> int:
             print(f"would destroy {record.name} (vmid {record.vmid} on {record.node}, ip "
                   f"{record.ipv4}) after checking its ownership markers; add --execute")
             return 0
-        destroy_vm(store, inventory, build_backend(config), args.name)
+        destroy_vm(store, inventory, build_backend(config), args.name, config=config)
     finally:
         store.close()
     print(f"destroyed {record.name} (vmid {record.vmid}); its VMID and addresses are released")
     return 0
 
 
+def _read_user_signature(args: argparse.Namespace) -> str | None:
+    if args.user_signature is not None and args.user_signature_file is not None:
+        raise UserError("give --user-signature or --user-signature-file, not both")
+    if args.user_signature is not None:
+        print(f"{PROG}: warning: --user-signature is visible in the process list; use "
+              "--user-signature-file next time", file=sys.stderr)
+        return str(args.user_signature).strip()
+    if args.user_signature_file is None:
+        return None
+    if str(args.user_signature_file) == "-":
+        return sys.stdin.readline().strip()
+    try:
+        return args.user_signature_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read --user-signature-file {args.user_signature_file}: "
+                        f"{exc.__class__.__name__}") from None
+
+
+def cmd_vm_create(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from listener.daemon import place_on
+    from listener.store import Store
+    from listener.vm_create import CreateRequest, ManualVmCreator, Placement, validate
+    from listener.wiring import build_backend, build_minter, pools_from_config
+    from provisioner.inventory import Inventory
+
+    if args.mock and args.apply:
+        print(f"{PROG}: error: --mock uses a throw-away database, so an applied VM would be "
+              "tracked nowhere; drop --mock to create it, or --apply for a dry run",
+              file=sys.stderr)
+        return 2
+    config = _load_config(args)
+    default = config.plans["default"]
+    request = CreateRequest(
+        name=args.name, owner_wallet=args.owner_wallet,
+        cores=default.cores if args.cpu is None else args.cpu,
+        memory_mb=default.memory if args.memory is None else args.memory,
+        disk_gb=default.disk if args.disk is None else args.disk,
+        template_vmid=(config.proxmox.template_vmid if args.template_vmid is None
+                       else args.template_vmid),
+        username=args.username or config.vm.username,
+        cloud_init=args.cloud_init or config.vm.cloud_init_template,
+        expiry_days=args.expiry_days, tags=tuple(args.tags), skip_mint=args.skip_mint,
+        public_secret=(config.public_secret_default if args.public_secret is None
+                       else args.public_secret),
+        nft_token_id=args.nft_token_id)
+    placement = Placement(node=args.node, vmid=args.vmid, ipv4=args.ip, ipv6=args.ipv6)
+    signature_hex = _read_user_signature(args)
+    validate(request, placement, signature_hex=signature_hex)
+    pools = pools_from_config(config)
+    if not args.apply:
+        with tempfile.TemporaryDirectory(prefix="blockhost-mock-") as scratch:
+            # nothing is written to the real database; none yet = nothing allocated yet
+            fresh = args.mock or not config.db.path.exists()
+            store = Store.open(Path(scratch) / "mock.db" if fresh else config.db.path)
+            try:
+                creator = ManualVmCreator(config, Inventory(store.conn), pools, backend=None,
+                                          minter=None, chain_id=None, choose_node=None)
+                result = creator.plan(request, placement)
+            finally:
+                store.close()
+        result.mock = args.mock
+        print(result.to_json_line())
+        return 0
+    backend = build_backend(config)
+    store = Store.open(config.db.path)
+    try:
+        minter = None if request.skip_mint else build_minter(config, store)
+        chain_id = config.chain.chain_id
+        if minter is not None and chain_id is None:
+            chain_id = int(minter.txm.w3.eth.chain_id)
+        creator = ManualVmCreator(
+            config, Inventory(store.conn), pools, backend=backend, minter=minter,
+            chain_id=chain_id, choose_node=lambda size: place_on(config, backend, size))
+        signature = bytes.fromhex(signature_hex[2:]) if signature_hex else None
+        result = creator.apply(request, placement, signature=signature)
+    finally:
+        store.close()
+    for note in result.notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
+    print(result.to_json_line())
+    return 0
+
+
+def vm_create_alias(argv: Sequence[str] | None = None) -> int:
+    """``blockhost-vm-create``: the seed's vm-generator name for ``blockhost vm create``."""
+    return run_alias(["vm", "create"], argv)
+
+
 VM_HANDLERS = {
     "export-tf": cmd_vm_export_tf,
     "list": cmd_vm_list,
     "destroy": cmd_vm_destroy,
+    "create": cmd_vm_create,
 }
 
 
@@ -451,8 +588,10 @@ def cmd_mint(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from listener.gc import GcMode, execute, plan, render
+    from listener.decide import Action
+    from listener.gc import GcMode, execute, plan, plan_manual, render
     from listener.reconciler import Reconciler
+    from listener.vm_admin import destroy_vm, stop_vm
     from listener.wiring import build_services
     from provisioner.inventory import Inventory
 
@@ -465,19 +604,30 @@ def cmd_gc(args: argparse.Namespace) -> int:
             else GcMode.DESTROY_ONLY if args.destroy_only else GcMode.ALL)
     store = _open_store(config)
     try:
+        inventory = Inventory(store.conn)
         chain_time = store.chain_state().chain_time
-        if chain_time is None:
+        if chain_time is None and store.subscriptions():
             raise UserError("no confirmed block yet, so no chain time to judge expiry by; let "
                             "`blockhost listen` run first")
-        verdicts = plan(store, Inventory(store.conn), chain_time=chain_time,
-                        grace_seconds=grace, mode=mode)
+        verdicts = [] if chain_time is None else plan(
+            store, inventory, chain_time=chain_time, grace_seconds=grace, mode=mode)
+        # VMs made by `vm create` have no chain facts: their expiry is wall-clock time
+        verdicts += plan_manual(inventory, now=int(time.time()), grace_seconds=grace, mode=mode)
     finally:
         store.close()
     if args.execute and verdicts:
         services = build_services(config, with_chain=False)
         try:
             reconciler = Reconciler(services, choose_node=lambda _size: "")
-            verdicts = execute(verdicts, reconciler.apply_one)
+
+            def apply_manual(name: str, action: Action) -> None:
+                if action is Action.DESTROY:
+                    destroy_vm(services.store, services.inventory, services.backend, name,
+                               config=config)
+                else:
+                    stop_vm(services.inventory, services.backend, name)
+
+            verdicts = execute(verdicts, reconciler.apply_one, apply_manual)
         finally:
             services.store.close()
     failed = [v for v in verdicts if v.result.startswith("failed")]

@@ -67,8 +67,16 @@ class ChainConfig(_Section):
     def _check_urls(cls, value: list[str]) -> list[str]:
         for url in value:
             if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http(s) URL")
+                # the URL itself is not echoed: providers put API keys in it
+                raise ValueError("every entry must be an http(s):// URL")
         return value
+
+    @field_validator("ws_url")
+    @classmethod
+    def _check_ws_url(cls, value: str | None) -> str | None:
+        if value is not None and value != "" and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must be a ws:// or wss:// URL (or unset to poll only)")
+        return value or None
 
     @field_validator("subscription_contract", "nft_contract")
     @classmethod

@@ -21,6 +21,7 @@ import structlog
 from listener.config import Config, PlanSize
 from listener.decide import next_action
 from listener.dead_letters import DeadLetters, is_blocked
+from listener.heads import HeadWatcher
 from listener.reconciler import (
     BUILT_STATES,
     Reconciler,
@@ -72,9 +73,14 @@ def place(services: Services, size: PlanSize) -> str:
 
     In-flight creates are not counted here (allocation only reserves ids); the create step
     takes a per-node slot from the limiter, so a busy node delays, never overloads."""
-    px = services.config.proxmox
+    return place_on(services.config, services.backend, size)
+
+
+def place_on(config: Config, backend: object, size: PlanSize) -> str:
+    """:func:`place` for callers without a Services bundle (``vm create``)."""
+    px = config.proxmox
     limits = PlacementLimits(per_node=px.max_parallel_per_node, total=px.max_parallel)
-    node = choose_node(node_resources(services.backend), px.nodes, {}, limits,
+    node = choose_node(node_resources(backend), px.nodes, {}, limits,
                        memory_mb=size.memory, cores=size.cores)
     assert node is not None  # nothing in flight: only PlacementError can refuse
     return node
@@ -104,6 +110,33 @@ class Daemon:
             PlacementLimits(per_node=px.max_parallel_per_node, total=px.max_parallel),
             allowed=px.nodes)
         self.health = HealthState(stale_after=max(60.0, 20 * config.chain.poll_interval))
+        #: Websocket newHeads wake-ups (chain.ws_url); None = poll only.
+        self.heads: HeadWatcher | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish (signal handlers, tests); wakes an idle wait at once."""
+        self.stop_event.set()
+        if self.heads is not None:
+            self.heads.interrupt()
+
+    def _idle(self) -> None:
+        """Wait for the next scan: ``poll_interval``, cut short by a websocket head.
+
+        A head only wakes the loop; the scan that follows still reads every block from the
+        cursor with eth_getLogs, so missed or out-of-order heads lose nothing."""
+        if self.heads is None:
+            self.stop_event.wait(self.config.chain.poll_interval)
+        elif not self.stop_event.is_set():
+            self.heads.wait_for_head(self.config.chain.poll_interval)
+
+    def _start_heads(self) -> None:
+        ws_url = self.config.chain.ws_url
+        if not ws_url:
+            return
+        self.metrics.ws_connected.set(0)
+        self.heads = HeadWatcher(ws_url, self.chain_id, stop_event=self.stop_event,
+                                 on_connected=lambda up: self.metrics.ws_connected.set(int(up)))
+        self.heads.start()
 
     # -- workers -------------------------------------------------------------------------
 
@@ -225,9 +258,10 @@ class Daemon:
         self._resume_transactions()
         next_resume = time.monotonic() + TX_RESUME_INTERVAL
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self.stop_event.set())
+            signal.signal(signum, lambda *_: self.stop())
         log.info("daemon.started", cursor=store.chain_state().cursor,
                  start_block=cfg.chain.start_block, confirmations=cfg.chain.confirmations)
+        self._start_heads()
         sd_notify("READY=1")
         with ThreadPoolExecutor(max_workers=cfg.proxmox.max_parallel,
                                 thread_name_prefix="reconcile") as pool:
@@ -247,8 +281,10 @@ class Daemon:
                 if result.outcome is Outcome.REORGED or (
                         result.outcome is Outcome.PROGRESSED and not result.caught_up):
                     continue
-                self.stop_event.wait(cfg.chain.poll_interval)
+                self._idle()
             log.info("daemon.stopping", inflight=len(self._inflight))
+        if self.heads is not None:
+            self.heads.stop()
         if server is not None:
             server.shutdown()
         store.close()

@@ -89,6 +89,9 @@ class Metrics:
                                    ["event"], registry=r)
         self.subscriptions = Gauge("blockhost_subscriptions", "Subscriptions by state",
                                    ["state"], registry=r)
+        self.ws_connected = Gauge("blockhost_ws_connected",
+                                  "1 while the chain.ws_url newHeads subscription is up "
+                                  "(0: polling every chain.poll_interval)", registry=r)
 
     def observe_scan(self, result: ScanResult, state: ChainState) -> None:
         if result.new_events:

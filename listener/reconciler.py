@@ -27,7 +27,7 @@ from listener.errors import BlockhostError, UserError
 from listener.nft import MintRequest, NftMinter, signing_page_base64
 from listener.store import Store, Subscription
 from listener.txmanager import TxPending
-from listener.vm_spec import vm_spec
+from listener.vm_spec import cloud_init_variables, vm_spec
 from provisioner.backend import VMBackend, VMRef, parse_marker
 from provisioner.cloudinit import TemplateError, render
 from provisioner.errors import (
@@ -120,7 +120,7 @@ def subscription_state(sub: Subscription, inventory: Inventory, chain_time: int,
 
 
 def ref_of(record: VMRecord) -> VMRef:
-    assert record.subscription_id is not None
+    """How the backend finds and proves the record's VM (``subscription_id`` None: manual)."""
     return VMRef(vmid=record.vmid, node=record.node, name=record.name,
                  subscription_id=record.subscription_id, smbios_uuid=record.smbios_uuid)
 
@@ -343,21 +343,9 @@ class Reconciler:
 
     def _create(self, sub: Subscription, record: VMRecord) -> None:
         cfg = self.s.config
-        user_data = render(cfg.vm.cloud_init_template, {
-            "VM_NAME": record.name,
-            "VM_IP": record.ipv4 or "",
-            "VM_IPV6": record.ipv6 or "",
-            "SIGNING_HOST": record.ipv6 or record.ipv4 or record.name,
-            "USERNAME": record.username or cfg.vm.username,
-            "NFT_TOKEN_ID": str(sub.token_id),
-            "WALLET_ADDRESS": sub.subscriber,
-            "CHAIN_ID": str(self.s.chain_id or cfg.chain.chain_id or ""),
-            "NFT_CONTRACT": cfg.chain.nft_contract or "",
-            "RPC_URL": self.s.rpc_url_for_vm,
-            "OTP_LENGTH": "6",
-            "OTP_TTL": "300",
-            "SECRET_KEY": _vm_secret(),
-        })
+        user_data = render(cfg.vm.cloud_init_template, cloud_init_variables(
+            cfg, record, token_id=sub.token_id, wallet=sub.subscriber,
+            chain_id=self.s.chain_id or cfg.chain.chain_id, rpc_url=self.s.rpc_url_for_vm))
         spec = vm_spec(cfg, record, self.s.pools, size=cfg.plan_size(sub.plan_id),
                        user_data=user_data)
         if self.limiter is not None and not self.limiter.try_acquire_node(record.node):
@@ -372,12 +360,6 @@ class Reconciler:
         hooks = cfg.network.hooks
         run_hooks(hooks.on_create, "created", vm_facts(cfg, record), timeout=hooks.timeout)
         self.s.inventory.set_state(record.id, "running", smbios_uuid=ref.smbios_uuid)
-
-
-def _vm_secret() -> str:
-    import secrets
-
-    return secrets.token_hex(32)
 
 
 def retry_delay(attempts: int) -> float:

@@ -8,10 +8,12 @@ from dataclasses import asdict, dataclass
 
 from listener.decide import Desired, desired_state
 from listener.errors import UserError
-from listener.reconciler import facts_of, ref_of
+from listener.config import Config
+from listener.reconciler import facts_of, ref_of, vm_facts
 from listener.store import Store
 from provisioner.backend import VMBackend
 from provisioner.inventory import Inventory, VMRecord
+from provisioner.network_hooks import run_hooks
 
 
 @dataclass(frozen=True)
@@ -72,22 +74,40 @@ def check_destroyable(store: Store, record: VMRecord, *, grace_seconds: int) -> 
                         "subscription on chain first (cancelSubscription)")
 
 
-def destroy_vm(store: Store, inventory: Inventory, backend: VMBackend, name: str) -> VMRecord:
+def destroy_vm(store: Store, inventory: Inventory, backend: VMBackend, name: str, *,
+               config: Config | None = None) -> VMRecord:
     """Destroy one VM (all ownership markers verified by the backend) and release its ids.
 
     A VM already gone on Proxmox is released too; a marker mismatch raises and leaves both
-    the VM and the inventory record alone."""
+    the VM and the inventory record alone. With ``config``, the ``on_destroy`` network hooks
+    run before the release, as in the daemon (the address is not reused while routed)."""
     record = inventory.get(name)
     if record is None:
         raise UserError(f"no live VM named {name!r} in the inventory; see `blockhost vm list`")
     if record.subscription_id is not None:
         store.journal_step(record.subscription_id, "destroy", "started", "by hand")
     if record.state != "reserved":
-        if record.subscription_id is None:
-            raise UserError(f"VM {name} has no subscription, so its ownership markers cannot be "
-                            "checked; destroy it in Proxmox by hand")
-        backend.destroy(ref_of(record))
+        if record.subscription_id is None and inventory.manual(record.id) is None:
+            raise UserError(f"VM {name} has neither a subscription nor a `vm create` request, "
+                            "so its ownership markers cannot be checked; destroy it in Proxmox "
+                            "by hand")
+        backend.destroy(ref_of(record))  # a manual VM's markers say sub=manual
+        if config is not None:
+            hooks = config.network.hooks
+            run_hooks(hooks.on_destroy, "destroyed", vm_facts(config, record),
+                      timeout=hooks.timeout)
     inventory.release(record.id)
     if record.subscription_id is not None:
         store.journal_step(record.subscription_id, "destroy", "done", "by hand")
+    return record
+
+
+def stop_vm(inventory: Inventory, backend: VMBackend, name: str) -> VMRecord:
+    """Suspend one VM (markers verified by the backend) and record it as stopped."""
+    record = inventory.get(name)
+    if record is None:
+        raise UserError(f"no live VM named {name!r} in the inventory; see `blockhost vm list`")
+    if record.state not in ("reserved", "stopped"):
+        backend.stop(ref_of(record))
+        inventory.set_state(record.id, "stopped")
     return record

@@ -22,7 +22,7 @@ class PendingClone:
     """Intent written before the clone POST; ``upid`` filled in once PVE answered."""
 
     vmid: int
-    subscription_id: int
+    subscription_id: int | None  # None: a manual VM (`vm create`)
     name: str
     template_vmid: int
     started_at: float
@@ -44,7 +44,7 @@ class CloneJournal:
         try:
             data = json.loads(self._path(vmid).read_text(encoding="utf-8"))
             return PendingClone(
-                vmid=int(data["vmid"]), subscription_id=int(data["subscription_id"]),
+                vmid=int(data["vmid"]), subscription_id=_optional_int(data["subscription_id"]),
                 name=str(data["name"]), template_vmid=int(data["template_vmid"]),
                 started_at=float(data["started_at"]),
                 upid=str(data["upid"]) if data.get("upid") else None)
@@ -77,7 +77,11 @@ class CloneJournal:
         return out
 
 
-def new_entry(vmid: int, subscription_id: int, name: str, template_vmid: int) -> PendingClone:
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def new_entry(vmid: int, subscription_id: int | None, name: str, template_vmid: int) -> PendingClone:
     return PendingClone(vmid=vmid, subscription_id=subscription_id, name=name,
                         template_vmid=template_vmid, started_at=time.time())
 

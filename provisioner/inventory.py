@@ -50,6 +50,16 @@ MIGRATIONS = (
         reason TEXT NOT NULL
     )
     """,
+    # 3: VMs made by hand (`vm create`): what was asked for (sizes, template, tags; never a
+    # secret), the wall-clock expiry and the NFT, so a crashed create resumes the same VM.
+    """
+    CREATE TABLE manual_vms (
+        vm_id INTEGER PRIMARY KEY REFERENCES vms(id),
+        request TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        token_id INTEGER
+    )
+    """,
 )
 
 #: VM states in the inventory. ``reserved``: ids held, nothing on Proxmox yet.
@@ -97,6 +107,22 @@ def first_free(candidates: Iterable[str], taken: set[str]) -> str | None:
         if candidate not in taken:
             return candidate
     return None
+
+
+@dataclass(frozen=True)
+class ManualRequest:
+    """What `vm create` stores with a VM made by hand (``request`` is JSON, no secrets)."""
+
+    request: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class ManualVm:
+    vm_id: int
+    request: str
+    expires_at: int
+    token_id: int | None
 
 
 @dataclass(frozen=True)
@@ -150,8 +176,10 @@ class Inventory:
         ipv6: str | None = None,
         want_ipv6: bool = False,
         skip_vmids: Iterable[int] = (),
+        manual: ManualRequest | None = None,
     ) -> VMRecord:
-        """Atomically create a ``reserved`` VM record holding a VMID, an IPv4 and maybe an IPv6.
+        """Atomically create a ``reserved`` VM record holding a VMID, an IPv4 and maybe an IPv6
+        (and, for a VM made by hand, its request in the same transaction).
 
         Explicit values must be free; otherwise the lowest free value of each pool is taken.
         ``skip_vmids`` are ids seen in use on Proxmox by someone else: never handed out.
@@ -159,14 +187,9 @@ class Inventory:
         with transaction(self._conn):
             if self.get(name) is not None:
                 raise AllocationError(f"a live VM named {name!r} already exists in the inventory")
-            taken_vmids = (self._taken("vmid") | self._foreign()
-                           | {str(v) for v in skip_vmids})
-            chosen_vmid = self._pick("vmid", str(vmid) if vmid is not None else None,
-                                     pools.vmid_candidates(), taken_vmids)
-            chosen_v4 = self._pick("ipv4", ipv4, pools.ipv4_candidates(), self._taken("ipv4"))
-            chosen_v6: str | None = None
-            if ipv6 is not None or (want_ipv6 and pools.ipv6_prefix):
-                chosen_v6 = self._pick("ipv6", ipv6, pools.ipv6_candidates(), self._taken("ipv6"))
+            chosen_vmid, chosen_v4, chosen_v6 = self._choose(
+                pools, vmid=vmid, ipv4=ipv4, ipv6=ipv6, want_ipv6=want_ipv6,
+                skip_vmids=skip_vmids)
             now = self._now()
             cursor = self._conn.execute(
                 "INSERT INTO vms (name, subscription_id, vmid, node, ipv4, ipv6, owner_wallet,"
@@ -183,9 +206,44 @@ class Inventory:
                 "INSERT INTO leases (kind, value, vm_id) VALUES (?, ?, ?)",
                 [(kind, value, vm_id) for kind, value in leases],
             )
+            if manual is not None:
+                self._conn.execute(
+                    "INSERT INTO manual_vms (vm_id, request, expires_at) VALUES (?, ?, ?)",
+                    (vm_id, manual.request, manual.expires_at))
         record = self.get_by_id(vm_id)
         assert record is not None
         return record
+
+    def _choose(self, pools: Pools, *, vmid: int | None, ipv4: str | None, ipv6: str | None,
+                want_ipv6: bool, skip_vmids: Iterable[int]) -> tuple[str, str, str | None]:
+        taken_vmids = self._taken("vmid") | self._foreign() | {str(v) for v in skip_vmids}
+        chosen_vmid = self._pick("vmid", str(vmid) if vmid is not None else None,
+                                 pools.vmid_candidates(), taken_vmids)
+        chosen_v4 = self._pick("ipv4", ipv4, pools.ipv4_candidates(), self._taken("ipv4"))
+        chosen_v6: str | None = None
+        if ipv6 is not None or (want_ipv6 and pools.ipv6_prefix):
+            chosen_v6 = self._pick("ipv6", ipv6, pools.ipv6_candidates(), self._taken("ipv6"))
+        return chosen_vmid, chosen_v4, chosen_v6
+
+    def peek(self, pools: Pools, *, vmid: int | None = None, ipv4: str | None = None,
+             ipv6: str | None = None, want_ipv6: bool = False) -> tuple[int, str, str | None]:
+        """What :meth:`reserve` would hand out now (VMID, IPv4, IPv6), reserving nothing:
+        the dry run of ``vm create``. Raises the same AllocationError."""
+        chosen_vmid, v4, v6 = self._choose(pools, vmid=vmid, ipv4=ipv4, ipv6=ipv6,
+                                           want_ipv6=want_ipv6, skip_vmids=())
+        return int(chosen_vmid), v4, v6
+
+    def manual(self, vm_id: int) -> ManualVm | None:
+        """The request behind a VM made by hand, or None for a subscription's VM."""
+        row = self._conn.execute("SELECT * FROM manual_vms WHERE vm_id = ?", (vm_id,)).fetchone()
+        if row is None:
+            return None
+        return ManualVm(vm_id=row["vm_id"], request=row["request"],
+                        expires_at=row["expires_at"], token_id=row["token_id"])
+
+    def set_manual_token(self, vm_id: int, token_id: int) -> None:
+        self._conn.execute("UPDATE manual_vms SET token_id = ? WHERE vm_id = ?",
+                           (token_id, vm_id))
 
     @staticmethod
     def _pick(kind: str, explicit: str | None, candidates: Iterable[str], taken: set[str]) -> str:

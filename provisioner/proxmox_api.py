@@ -389,7 +389,7 @@ class ProxmoxAPIBackend:
 
     # ------------------------------------------------------------------ ownership
 
-    def _marker_problems(self, vm: _VM, *, subscription_id: int, name: str,
+    def _marker_problems(self, vm: _VM, *, subscription_id: int | None, name: str,
                          smbios_uuid: str | None, require_tags: bool) -> list[str]:
         return ownership_problems(
             vm, pool=self.pool, tag=self.tag, subscription_id=subscription_id, name=name,

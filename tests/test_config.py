@@ -51,7 +51,8 @@ class TestLoading:
         [
             ({"chain": {"rpc_url": "x"}}, r"chain\.rpc_url: unknown key"),
             ({"chain": {"confirmations": -1}}, r"chain\.confirmations"),
-            ({"chain": {"rpc_urls": ["ftp://x"]}}, r"chain\.rpc_urls: .*not an http"),
+            ({"chain": {"rpc_urls": ["ftp://x"]}}, r"chain\.rpc_urls: .*http\(s\):// URL"),
+            ({"chain": {"ws_url": "https://key@x/abc"}}, r"chain\.ws_url: .*ws:// or wss://"),
             ({"chain": {"nft_contract": "0x12"}}, r"chain\.nft_contract: must be a 0x"),
             ({"proxmox": {"api_url": "http://pve:8006"}}, r"proxmox\.api_url: must be an https"),
             ({"network": {"ip_pool": {"network": "10.0.0.0/24", "start": 5, "end": 300}}},

@@ -142,4 +142,4 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
     assert errors == []
     conn = connect(path)
     versions = conn.execute("SELECT component, COUNT(*) FROM schema_migrations GROUP BY component")
-    assert dict(versions.fetchall())["inventory"] == 2
+    assert dict(versions.fetchall())["inventory"] == 3

@@ -20,6 +20,7 @@ from provisioner.backend import (
     VMRef,
     VMSpec,
     marker_for,
+    ownership_problems,
     parse_marker,
 )
 from provisioner.errors import (
@@ -424,8 +425,38 @@ def test_marker_roundtrip(sub: int, name: str, extra: str) -> None:
     assert (parsed.managed_by, parsed.subscription_id, parsed.name) == ("blockhost", sub, name)
 
 
+def test_manual_marker_roundtrip_and_ownership() -> None:
+    """A `vm create` VM serves no subscription: ``sub=manual`` and the ``manual`` tag, and the
+    two kinds of VM never pass for each other."""
+    marker = marker_for(None, "box-1")
+    assert marker == "managed-by=blockhost;sub=manual;name=box-1"
+    parsed = parse_marker(marker)
+    assert parsed is not None and parsed.subscription_id is None
+
+    @dataclass
+    class View:
+        pool: str | None = "blockhost"
+        name: str = "box-1"
+        description: str = marker
+        tags: tuple[str, ...] = ("blockhost", "manual")
+        smbios_uuid: str | None = None
+
+    common = {"pool": "blockhost", "tag": "blockhost", "smbios_uuid": None, "require_tags": True}
+    assert ownership_problems(View(), subscription_id=None, name="box-1", **common) == []
+    assert ownership_problems(View(), subscription_id=0, name="box-1", **common)
+    as_sub = View(description=marker_for(5, "box-1"), tags=("blockhost", "sub-5"))
+    assert ownership_problems(as_sub, subscription_id=5, name="box-1", **common) == []
+    assert ownership_problems(as_sub, subscription_id=None, name="box-1", **common)
+    both = View(tags=("blockhost", "manual", "sub-5"))
+    assert any("other subscription tags" in p for p in
+               ownership_problems(both, subscription_id=None, name="box-1", **common))
+    mixed = replace(as_sub, tags=("blockhost", "sub-5", "manual"))
+    assert ownership_problems(mixed, subscription_id=5, name="box-1", **common)
+
+
 @pytest.mark.parametrize("description", [
     None, "", "hello", "managed-by=blockhost;sub=1", "managed-by=blockhost;sub=x;name=a",
+    "managed-by=blockhost;sub=Manual;name=a", "managed-by=blockhost;sub=;name=a",
     "managed-by=blockhost;sub=1;name=a;extra=1", "managed-by=blockhost;sub=1;name=a_b",
     " x\nmanaged-by=blockhost;sub=1;name=a", "managed-by=blockhost;sub=1;sub=2;name=a",
 ])

@@ -113,6 +113,15 @@ def test_rendered_documents_match_the_schema(variant: str) -> None:
         assert init["user_data_file_id"] == f"${{{FILE_RESOURCE}.user_data.id}}"
 
 
+def test_a_manual_vm_renders_its_own_marker_and_tag() -> None:
+    """`vm create` VMs serve no subscription: ``sub=manual`` and the ``manual`` tag."""
+    doc = render_vm(make_spec(subscription_id=None, name="box-1", tags=("plan-x",)), SETTINGS)
+    assert validate(doc) == []
+    vm = vm_of(doc)
+    assert vm["description"].split("\n", 1)[0] == "managed-by=blockhost;sub=manual;name=box-1"
+    assert "manual" in vm["tags"] and not any(t.startswith("sub-") for t in vm["tags"])
+
+
 def test_provider_version_is_pinned_and_matches_the_schema() -> None:
     doc = render_vm(make_spec(), SETTINGS)
     pin = doc["terraform"]["required_providers"]["proxmox"]
