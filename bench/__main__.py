@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from bench.paths import PATH_KEYS, PATHS
 from bench.report import command_line, render_table, to_json
 from bench.runner import BenchError, run_bench
 from listener.errors import UserError
+from listener.logging_setup import configure as configure_logs
 
 
 def _positive(text: str) -> int:
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown path(s) {', '.join(unknown) or '(none given)'}; "
                      f"choose from {', '.join(PATH_KEYS)}")
     scenarios = [p for p in PATHS if p.key in wanted]
+    # the scanner logs one line per range; keep stdout for the JSON and the table readable
+    configure_logs(sys.stderr, level=logging.WARNING)
     console = Console(stderr=args.json)
     if not console.is_terminal:
         console.width = 120  # a log file or pipe: keep table rows on one line each

@@ -20,7 +20,10 @@ from web3 import Web3
 
 from listener.contracts import load_abi
 from listener.events import DecodedLog, args_to_json, decode_log
+from listener.config import ChainConfig
+from listener.log_ranges import RangeController
 from listener.rpc import RpcClient
+from listener.scanner import Outcome, scan_once
 from listener.store import Store
 from provisioner.sqlite_db import transaction
 
@@ -109,21 +112,27 @@ def web3_batched(replay: Replay, db: Path) -> int:
 
 
 def ours_journal(replay: Replay, db: Path) -> int:
-    """(c) The listener's own path, as ``scan_once`` runs it: raw ``eth_getLogs`` through
-    ``RpcClient``, ``listener.events.decode_log``, then ``Store.journal_batch`` (events, facts
-    and cursor in one transaction per range)."""
+    """(c) The listener's own scan loop: ``listener.scanner.scan_once`` (head, reorg check,
+    one ``eth_getLogs`` + end header per step through ``RpcClient``, ``decode_log``,
+    ``Store.journal_batch``: events, facts and cursor in one transaction per range), called
+    until the cursor reaches the last block, exactly as the daemon catches up."""
     rpc = RpcClient([replay.url])
     store = Store.open(db)
+    chain = ChainConfig(rpc_urls=[replay.url], subscription_contract=replay.address,
+                        start_block=replay.first_block, confirmations=0,
+                        max_block_range=replay.block_range)
+    controller = RangeController(replay.block_range)
+    new = 0
     try:
-        count = 0
-        for start, end in replay.ranges():
-            decoded = [decode_log(log, contract=replay.address)
-                       for log in rpc.get_logs(replay.address, start, end)]
-            block = rpc.get_block(end)
-            timestamp = int(block["timestamp"], 16)
-            count += store.journal_batch(decoded, to_block=end, to_hash=str(block["hash"]).lower(),
-                                         to_timestamp=timestamp, block_times={end: timestamp})
-        return count
+        while True:
+            cursor = store.chain_state().cursor
+            if cursor is not None and cursor >= replay.last_block:
+                break
+            result = scan_once(rpc, store, chain, controller)
+            if result.outcome is not Outcome.PROGRESSED:
+                raise RuntimeError(f"scan stopped early: {result.outcome.name}")
+            new += result.new_events
+        return new
     finally:
         store.close()
 
@@ -173,7 +182,8 @@ class Scenario:
 PATHS: tuple[Scenario, ...] = (
     Scenario("web3-naive", "web3 get_logs + commit per event", web3_naive),
     Scenario("web3-batched", "web3 get_logs + batched commit", web3_batched),
-    Scenario("ours-journal", "raw getLogs + decode_log + Store.journal_batch", ours_journal),
+    Scenario("ours-journal", "the listener's scan_once loop (getLogs + decode + journal_batch)",
+             ours_journal),
     Scenario("ours-executemany", "raw getLogs + decode_log + executemany", ours_executemany),
     Scenario("ceiling", "raw getLogs + JSON parse only (ceiling)", transport_ceiling,
           writes_db=False),

@@ -6,6 +6,8 @@ decode is returned as a rejected event with a reason instead of raising.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -65,7 +67,7 @@ TOPIC_TO_EVENT: dict[str, str] = {
 EVENT_TOPICS: dict[str, str] = {name: topic for topic, name in TOPIC_TO_EVENT.items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DecodedLog:
     """One journaled log: decoded args, or a rejection reason."""
 
@@ -77,6 +79,9 @@ class DecodedLog:
     name: str
     args: dict[str, Any]
     rejected: str | None = None
+    #: ``args`` as the journal stores them (see :func:`args_json`), when the decoder built
+    #: the text already (the SubscriptionCreated fast path); None = serialize on insert.
+    args_text: str | None = None
 
     @property
     def subscription_id(self) -> int | None:
@@ -135,8 +140,80 @@ def _decode_topic(typ: str, topic: str) -> Any:
     return "0x" + raw.hex()
 
 
+_TOPIC_HEX = re.compile(r"0x[0-9a-fA-F]{64}\Z")
+_CREATED_TOPIC = "0x" + keccak(text=_signature("SubscriptionCreated")).hex()
+_HEX_WORD = 64
+_ZERO_PAD = "0" * 24
+_OFFSET_128 = "0" * 62 + "80"
+_SAFE_INT = 2**53
+
+
+def _json_int(value: int) -> str:
+    """An int as :func:`args_to_json` + ``json.dumps`` write it (big ones as strings)."""
+    return f'"{value}"' if value > _SAFE_INT else str(value)
+
+
+def _fast_created(log: dict[str, Any], contract: str | None) -> DecodedLog | None:
+    """SubscriptionCreated straight from the hex strings, with its journal text built in
+    the same pass; None whenever anything is not the canonical encoding (the general path
+    below then decides, so verdicts never differ, only speed)."""
+    topics = log.get("topics")
+    if not topics or len(topics) != 4 or str(topics[0]).lower() != _CREATED_TOPIC:
+        return None
+    address = str(log["address"]).lower()
+    if contract is not None and address != contract.lower():
+        return None
+    t1, t2, t3, data = topics[1], topics[2], topics[3], log.get("data")
+    if not (isinstance(t1, str) and isinstance(t2, str) and isinstance(t3, str)
+            and isinstance(data, str) and data[:2] == "0x" and _TOPIC_HEX.match(t1)
+            and _TOPIC_HEX.match(t2) and _TOPIC_HEX.match(t3) and t3[2:26] == _ZERO_PAD):
+        return None  # (int() would also take '_' and spaces; the strict path must judge)
+    try:
+        raw = bytes.fromhex(data[2:])
+        if len(raw) * 2 != len(data) - 2:
+            return None  # fromhex skips whitespace; the strict path must judge that
+        fields = _decode_created_data(raw)
+        if fields is None or len(fields["userEncrypted"]) > MAX_USER_ENCRYPTED:
+            return None
+        block_number = _hex_int(log["blockNumber"])
+        log_index = _hex_int(log["logIndex"])
+    except (ValueError, TypeError):
+        return None
+    subscription_id = int(t1, 16)
+    plan_id = int(t2, 16)
+    subscriber = to_checksum_address("0x" + t3[26:].lower())
+    expires_at, paid, token = fields["expiresAt"], fields["paidAmount"], fields["paymentToken"]
+    blob = fields["userEncrypted"]
+    blob_hex = blob.hex()
+    args = {"subscriptionId": subscription_id, "planId": plan_id, "subscriber": subscriber,
+            "expiresAt": expires_at, "paidAmount": paid, "paymentToken": token,
+            "userEncrypted": blob}
+    # sorted keys, json.dumps' default separators: byte-identical to args_json(args)
+    text = (f'{{"expiresAt": {_json_int(expires_at)}, "paidAmount": {_json_int(paid)}, '
+            f'"paymentToken": "{token}", "planId": {_json_int(plan_id)}, '
+            f'"subscriber": "{subscriber}", "subscriptionId": {_json_int(subscription_id)}, '
+            f'"userEncrypted": "0x{blob_hex}"}}')
+    return DecodedLog(block_number, str(log["blockHash"]).lower(),
+                      str(log["transactionHash"]).lower(), log_index, address,
+                      "SubscriptionCreated", args, None, text)
+
+
+def args_json(args: dict[str, Any]) -> str:
+    """The journal's text for decoded args (sorted keys; bytes as 0x hex, big ints as
+    strings). Every writer of the ``events.args`` column goes through this or the fast path
+    that provably produces the same text."""
+    return json.dumps(args_to_json(args), sort_keys=True)
+
+
 def decode_log(log: dict[str, Any], *, contract: str | None = None) -> DecodedLog:
     """Decode one raw ``eth_getLogs`` entry; never raises for bad content."""
+    fast = _fast_created(log, contract)
+    return fast if fast is not None else decode_log_strict(log, contract=contract)
+
+
+def decode_log_strict(log: dict[str, Any], *, contract: str | None = None) -> DecodedLog:
+    """The general decoder (every event, every encoding eth_abi accepts); the reference the
+    fast path is tested against."""
     meta = dict(
         block_number=_hex_int(log["blockNumber"]),
         block_hash=str(log["blockHash"]).lower(),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 import structlog
 from tenacity import (
@@ -217,7 +218,7 @@ class RpcClient:
         try:
             response = self._session().post(url, json=payload, timeout=self._timeout)
             status = response.status_code
-            text = response.text
+            content = response.content
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:
@@ -225,9 +226,12 @@ class RpcClient:
             self._endpoints[index].verified = False
             raise TransientRpcError(f"{_redact(url)}: {type(exc).__name__}") from None
         method = _method_of(payload)
+        text = content[:400].decode("utf-8", errors="replace")  # for error messages only
         try:
-            body = response.json()
-        except ValueError:
+            # orjson straight from the bytes: a 10,000-log response is ~9 MB, and requests'
+            # .text/.json() would decode it twice and parse it ~3x slower
+            body = orjson.loads(content)
+        except orjson.JSONDecodeError:
             if status != 200:
                 raise classify_rpc_error(method, status, text[:200], http_status=status) from None
             raise TransientRpcError(f"{_redact(url)}: response is not JSON") from None

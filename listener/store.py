@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from listener.events import ACTIONABLE, DecodedLog, args_from_json, args_to_json
+from listener.events import ACTIONABLE, DecodedLog, args_from_json, args_json
 from provisioner.sqlite_db import connect, migrate, transaction
 
 MIGRATIONS = (
@@ -442,7 +442,7 @@ class Store:
             " name, subscription_id, plan_id, args, rejected, applied, block_time)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(e.block_number, e.block_hash, e.tx_hash, e.log_index, e.address, e.name,
-              e.subscription_id, e.plan_id, json.dumps(args_to_json(e.args), sort_keys=True),
+              e.subscription_id, e.plan_id, e.args_text or args_json(e.args),
               e.rejected, int(applied), block_times.get(e.block_number)) for e in fresh],
         )
         return fresh

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 30_000
+WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -28,6 +29,10 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     _enable_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
+    # Checkpoint every ~40 MB of WAL instead of 4 MB: a catch-up commit of 10,000 events is
+    # ~7 MB, and at the default every such commit paid a checkpoint with an fsync (measured:
+    # 21 -> 14 us per journaled event). Durability is unchanged (WAL + NORMAL either way).
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
     conn.execute("PRAGMA foreign_keys = ON")
     if str(path) != ":memory:":
         try:

@@ -170,3 +170,57 @@ class TestCreatedFastPath:
         dirty_address[2 * 32] = 1
         assert _decode_created_data(bytes(dirty_address)) is None
         assert _decode_created_data(bytes(data[:-32])) is None
+
+
+class TestFastPath:
+    """decode_log's SubscriptionCreated fast path against the strict decoder."""
+
+    @staticmethod
+    def same(log: dict) -> None:
+        from listener.events import _fast_created, args_json, decode_log_strict
+
+        fast = _fast_created(log, CONTRACT)
+        strict = decode_log_strict(log, contract=CONTRACT)
+        if fast is None:
+            return  # the strict path decides alone
+        assert strict.rejected is None and fast.rejected is None
+        assert (fast.block_number, fast.block_hash, fast.tx_hash, fast.log_index,
+                fast.address, fast.name, fast.args) == (
+            strict.block_number, strict.block_hash, strict.tx_hash, strict.log_index,
+            strict.address, strict.name, strict.args)
+        assert fast.args_text == args_json(strict.args)  # byte-identical journal text
+
+    @given(sub_id=st.integers(0, 2**256 - 1), plan=st.integers(0, 2**256 - 1),
+           expires=st.integers(0, 2**256 - 1), paid=st.integers(0, 2**256 - 1),
+           token=st.binary(min_size=20, max_size=20), blob=st.binary(max_size=600),
+           upper=st.booleans())
+    def test_valid_logs_decode_identically(self, sub_id: int, plan: int, expires: int,
+                                           paid: int, token: bytes, blob: bytes,
+                                           upper: bool) -> None:
+        data = encode(["uint256", "uint256", "address", "bytes"], [expires, paid, token, blob])
+        log = raw_log("SubscriptionCreated", [topic_int(sub_id), topic_int(plan),
+                                              topic_addr(SUBSCRIBER)], data)
+        if upper:
+            log["data"] = "0x" + log["data"][2:].upper()
+            log["topics"] = [t if i == 0 else "0x" + t[2:].upper()
+                             for i, t in enumerate(log["topics"])]
+        from listener.events import _fast_created
+
+        assert _fast_created(log, CONTRACT) is not None
+        self.same(log)
+
+    @given(position=st.integers(0, 700), junk=st.sampled_from(["_", " ", "g", "0", "1", "F"]),
+           field=st.sampled_from(["data", "t1", "t2", "t3"]))
+    def test_mutated_logs_get_the_strict_verdict(self, position: int, junk: str,
+                                                 field: str) -> None:
+        data = encode(["uint256", "uint256", "address", "bytes"], [5, 6, CONTRACT, b"\x01" * 40])
+        log = raw_log("SubscriptionCreated", [topic_int(1), topic_int(2), topic_addr(SUBSCRIBER)],
+                      data)
+        if field == "data":
+            text = log["data"]
+            log["data"] = text[:position] + junk + text[position + 1:]
+        else:
+            index = int(field[1])
+            text = log["topics"][index]
+            log["topics"][index] = text[:position % 66] + junk + text[position % 66 + 1:]
+        self.same(log)
