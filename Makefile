@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_JS := node_modules/.installed
 
-.PHONY: setup demo test test-fast bench contracts clean
+.PHONY: setup demo test test-fast bench bench-sparse bench-rss contracts clean
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
@@ -32,6 +32,16 @@ test-fast: setup
 BENCH_FLAGS ?= --events 100000 --repeat 3
 bench: setup
 	$(PY) -m bench $(BENCH_FLAGS)
+
+# Catch-up over 1,000,000 empty blocks on a synthetic node (see README "Benchmarks").
+SPARSE_FLAGS ?= --blocks 1000000 --repeat 3
+bench-sparse: setup
+	$(PY) -m bench.sparse $(SPARSE_FLAGS)
+
+# Peak RSS of a fresh replay process per size, and its slope (see README "Benchmarks").
+RSS_FLAGS ?= --events 25000,50000,100000
+bench-rss: setup
+	$(PY) -m bench.rss $(RSS_FLAGS)
 
 contracts: $(STAMP_JS)
 	node contracts/build.mjs
