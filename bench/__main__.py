@@ -14,21 +14,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.cli_args import positive_int
 from bench.paths import PATH_KEYS, PATHS
 from bench.report import command_line, render_table, to_json
 from bench.runner import BenchError, run_bench
 from listener.errors import UserError
 from listener.logging_setup import configure as configure_logs
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text.replace("_", "").replace(",", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,13 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay N SubscriptionCreated events from a local anvil through several "
                     "listener implementations and report events/s (medians, ratios).",
     )
-    parser.add_argument("--events", type=_positive, default=100_000,
+    parser.add_argument("--events", type=positive_int, default=100_000,
                         help="events to produce and replay (default 100000)")
-    parser.add_argument("--repeat", type=_positive, default=3,
+    parser.add_argument("--repeat", type=positive_int, default=3,
                         help="repetitions per path; the median is reported (default 3)")
-    parser.add_argument("--events-per-block", type=_positive, default=100,
+    parser.add_argument("--events-per-block", type=positive_int, default=100,
                         help="events mined per block (default 100)")
-    parser.add_argument("--block-range", type=_positive, default=100,
+    parser.add_argument("--block-range", type=positive_int, default=100,
                         help="blocks per eth_getLogs request (default 100, i.e. 10000 logs "
                              "per response at the default density)")
     parser.add_argument("--paths", default=",".join(PATH_KEYS),

@@ -45,6 +45,7 @@ from eth_abi import encode as abi_encode
 from rich.console import Console
 from rich.table import Table
 
+from bench.cli_args import positive_float, positive_int
 from bench.emitter import EMITTER_ADDRESS, GAS_PER_CALL, GAS_PER_LOG, SENDER, JsonRpc, \
     emitter_runtime
 from listener.devchain import Anvil, start_anvil
@@ -303,34 +304,14 @@ def environment() -> dict[str, Any]:
             "websockets": version("websockets"), "cpus": os.cpu_count()}
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.latency",
         description="Block mined -> event journaled latency of the real listener daemon, "
                     "polling only vs websocket newHeads, in the same run.")
-    parser.add_argument("--samples", type=_positive_int, default=30,
+    parser.add_argument("--samples", type=positive_int, default=30,
                         help="events (one per block) per mode (default 30)")
-    parser.add_argument("--poll-interval", type=_positive_float, default=0.5,
+    parser.add_argument("--poll-interval", type=positive_float, default=0.5,
                         help="chain.poll_interval of both listeners, seconds (default 0.5)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"comma-separated subset of: {', '.join(MODES)}")

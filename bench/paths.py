@@ -121,7 +121,7 @@ def ours_journal(replay: Replay, db: Path) -> int:
     chain = ChainConfig(rpc_urls=[replay.url], subscription_contract=replay.address,
                         start_block=replay.first_block, confirmations=0,
                         max_block_range=replay.block_range)
-    controller = RangeController(replay.block_range)
+    controller = RangeController.for_listener(replay.block_range)
     new = 0
     try:
         while True:

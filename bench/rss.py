@@ -30,6 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.cli_args import positive_int
 from bench.emitter import JsonRpc, Workload, produce
 from bench.report import environment
 from listener.devchain import start_anvil
@@ -286,16 +287,6 @@ def _sizes(text: str) -> list[int]:
     return sorted(set(values))
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.rss",
@@ -303,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "fresh process, for the listener's path and web3 batched.")
     parser.add_argument("--events", type=_sizes, default=[25_000, 50_000, 100_000],
                         help="comma-separated sizes (default 25000,50000,100000)")
-    parser.add_argument("--events-per-block", type=_positive, default=100,
+    parser.add_argument("--events-per-block", type=positive_int, default=100,
                         help="events mined per block (default 100)")
-    parser.add_argument("--block-range", type=_positive, default=100,
+    parser.add_argument("--block-range", type=positive_int, default=100,
                         help="blocks per eth_getLogs request (default 100)")
     parser.add_argument("--paths", default=",".join(PATH_KEYS),
                         help=f"comma-separated subset of: {', '.join(PATH_KEYS)}")

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,9 @@ from rich.table import Table
 
 from web3 import Web3
 
+from provisioner.processes import terminate
+from provisioner.sqlite_db import connect
+from bench.cli_args import positive_int
 from bench.report import environment
 from bench.synthchain import DEFAULT_CHAIN_ID, ERROR_STYLES
 from listener.config import ChainConfig
@@ -99,13 +100,7 @@ class SynthNode:
         return result
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        terminate(self.process)
 
 
 @contextmanager
@@ -156,7 +151,7 @@ def follow_ours(url: str, db: Path, *, max_block_range: int) -> tuple[int, int, 
     chain = ChainConfig(rpc_urls=[url], chain_id=DEFAULT_CHAIN_ID, subscription_contract=CONTRACT,
                         start_block=0, confirmations=0, max_block_range=max_block_range)
     rpc = RpcClient(chain.rpc_urls, expected_chain_id=chain.chain_id)
-    ranges = RangeController(chain.max_block_range)
+    ranges = RangeController.for_listener(chain.max_block_range)
     store = Store.open(db)
     try:
         head = rpc.block_number()
@@ -178,11 +173,8 @@ def follow_web3(url: str, db: Path, *, chunk: int) -> tuple[int, int, int | None
     """A plain web3.py follower: fixed ``chunk``-block getLogs, one cursor commit per chunk."""
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
     address = Web3.to_checksum_address(CONTRACT)
-    conn = sqlite3.connect(str(db), isolation_level=None)
+    conn = connect(db)  # the listener's connection settings, so the commits cost the same
     try:
-        # The listener's durability settings, so the commits cost the same.
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY, block INTEGER)")
         head = w3.eth.block_number
         start, steps, cursor = 0, 0, -1
@@ -332,35 +324,25 @@ def render_table(run: SparseRun, console: Console) -> None:
 # -- CLI --------------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text.replace("_", "").replace(",", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.sparse",
         description="Seconds for the listener and a web3.py follower to catch up over N empty "
                     "blocks served by a synthetic node with a provider-style getLogs range cap.")
-    parser.add_argument("--blocks", type=_positive, default=1_000_000,
+    parser.add_argument("--blocks", type=positive_int, default=1_000_000,
                         help="head block of the synthetic chain (default 1000000)")
-    parser.add_argument("--repeat", type=_positive, default=3,
+    parser.add_argument("--repeat", type=positive_int, default=3,
                         help="repetitions per follower; the median is reported (default 3)")
-    parser.add_argument("--max-range", type=_positive, default=10_000,
+    parser.add_argument("--max-range", type=positive_int, default=10_000,
                         help="the node's eth_getLogs range cap in blocks (default 10000)")
     parser.add_argument("--error-style", choices=sorted(ERROR_STYLES), default="stated",
                         help="refusal text: 'stated' names the cap, 'bare' does not")
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="delay the node adds to every reply, in ms, standing in for a "
                              "hosted provider's round trip (default 0: loopback)")
-    parser.add_argument("--max-block-range", type=_positive, default=100_000,
+    parser.add_argument("--max-block-range", type=positive_int, default=100_000,
                         help="the listener's chain.max_block_range (default 100000)")
-    parser.add_argument("--chunk", type=_positive, default=2_000,
+    parser.add_argument("--chunk", type=positive_int, default=2_000,
                         help="the web3 follower's fixed range (default 2000)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the SQLite files and the node's log go (default: temp dir)")

@@ -104,7 +104,7 @@ class Daemon:
         self._last_try: dict[int, float] = {}
         self._next_drift_check = 0.0
         self.metrics = Metrics()
-        self.ranges = RangeController(config.chain.max_block_range)
+        self.ranges = RangeController.for_listener(config.chain.max_block_range)
         px = config.proxmox
         self.limiter = PlacementLimiter(
             PlacementLimits(per_node=px.max_parallel_per_node, total=px.max_parallel),

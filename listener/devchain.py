@@ -11,12 +11,12 @@ import glob
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provisioner.processes import terminate
 from listener.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,13 +68,7 @@ class Anvil:
 
     def stop(self) -> None:
         """Terminate anvil and reap it; idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        terminate(self.process)
 
 
 def start_anvil(

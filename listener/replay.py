@@ -80,7 +80,7 @@ def replay(rpc: RpcClient, store: Store, chain: ChainConfig, from_block: int, to
     and fill the gaps."""
     assert chain.subscription_contract is not None
     report = ReplayReport(from_block, to_block, dry_run)
-    controller = RangeController(chain.max_block_range)
+    controller = RangeController.for_listener(chain.max_block_range)
     start = from_block
     while start <= to_block:
         raw, end = rpc.get_logs_adaptive(start, to_block, address=chain.subscription_contract,

@@ -166,7 +166,8 @@ def scan_once(rpc: RpcClient, store: Store, chain: ChainConfig,
     # One served eth_getLogs plus the end block's header from the same node; the controller
     # shrinks the span on providers' range/size refusals and grows it back slowly.
     batch = rpc.fetch_logs(from_block, head, address=chain.subscription_contract,
-                           controller=controller or RangeController(chain.max_block_range))
+                           controller=controller
+                           or RangeController.for_listener(chain.max_block_range))
     to_block = batch.to_block
     end_hash, end_time = _hash(batch.to_header), _num(batch.to_header["timestamp"])
     decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in batch.logs]

@@ -270,3 +270,14 @@ def test_result_capped_provider_covers_or_names_the_block(density: list[int], ca
         start = end + 1
     assert seen == sum(density)
     assert max(density) <= cap
+
+
+def test_the_listener_controller_bounds_logs_per_response() -> None:
+    """A dense stretch (40,000 logs in one 2,000-block answer) shrinks the next request to
+    about TARGET_LOGS_PER_REQUEST logs: memory stays bounded however busy the contract is."""
+    from listener.log_ranges import TARGET_LOGS_PER_REQUEST
+
+    c = RangeController.for_listener(2000)
+    assert c.end_for(1, 10**9) == 2000
+    c.on_success(1, 2000, 4 * TARGET_LOGS_PER_REQUEST)
+    assert c.end_for(2001, 10**9) == 2000 + 500

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import requests
 
+from provisioner.processes import terminate
 from provisioner.pvesim.__main__ import TOKEN_ENV
 
 _LISTENING = re.compile(r"^Listening on https://(\[[^\]]+\]|[^:\s]+):(\d+)\s*$", re.M)
@@ -105,13 +105,7 @@ class PveSim:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 5 s; reaps the child. Idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        terminate(self.process)
 
     def kill(self) -> None:
         """SIGKILL (a crash: nothing is flushed or cleaned up)."""
