@@ -135,6 +135,12 @@ MIGRATIONS = (
     DROP INDEX transactions_nonce;
     DROP TABLE transactions
     """,
+    # 5: the unapplied-events index only holds unapplied rows (a handful near the head): a
+    # full index on (applied, block, index) cost ~5 us of the ~12 us per journaled event.
+    """
+    DROP INDEX events_unapplied;
+    CREATE INDEX events_unapplied ON events(block_number, log_index) WHERE applied = 0
+    """,
 )
 
 #: How many block hashes below the confirmed cursor stay in the window.

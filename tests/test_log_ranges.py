@@ -281,3 +281,26 @@ def test_the_listener_controller_bounds_logs_per_response() -> None:
     assert c.end_for(1, 10**9) == 2000
     c.on_success(1, 2000, 4 * TARGET_LOGS_PER_REQUEST)
     assert c.end_for(2001, 10**9) == 2000 + 500
+
+
+def test_the_scan_step_pauses_the_cyclic_gc_and_always_restores_it() -> None:
+    import gc
+
+    import pytest
+
+    from listener.scanner import _cyclic_gc_paused
+
+    assert gc.isenabled()
+    with _cyclic_gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), _cyclic_gc_paused():
+        raise RuntimeError("a failed fetch")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()  # someone else's choice is left alone
+    finally:
+        gc.enable()
