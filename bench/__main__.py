@@ -10,11 +10,10 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from rich.console import Console
 
-from bench.cli_args import positive_int
+from bench.cli_args import add_output_options, positive_int
 from bench.paths import PATH_KEYS, PATHS
 from bench.report import command_line, render_table, to_json
 from bench.runner import BenchError, run_bench
@@ -39,10 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "per response at the default density)")
     parser.add_argument("--paths", default=",".join(PATH_KEYS),
                         help=f"comma-separated subset of: {', '.join(PATH_KEYS)}")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where anvil's log and the SQLite files go (default: a temp dir)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the results as JSON on stdout (the table goes to stderr)")
+    add_output_options(parser, workdir_help="where anvil's log and the SQLite files go (default: a temp dir)")
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -24,3 +25,10 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
     return value
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, workdir_help: str) -> None:
+    """``--workdir`` and ``--json``, the same in every bench command."""
+    parser.add_argument("--workdir", type=Path, default=None, help=workdir_help)
+    parser.add_argument("--json", action="store_true",
+                        help="print the results as JSON on stdout (the table goes to stderr)")

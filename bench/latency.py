@@ -45,7 +45,7 @@ from eth_abi import encode as abi_encode
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli_args import positive_float, positive_int
+from bench.cli_args import add_output_options, positive_float, positive_int
 from bench.emitter import EMITTER_ADDRESS, GAS_PER_CALL, GAS_PER_LOG, SENDER, JsonRpc, \
     emitter_runtime
 from listener.devchain import Anvil, start_anvil
@@ -316,10 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"comma-separated subset of: {', '.join(MODES)}")
     parser.add_argument("--seed", type=int, default=7, help="seed of the random pauses")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where logs and databases go (default: a temp dir, removed)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the results as JSON on stdout (the table goes to stderr)")
+    add_output_options(parser, workdir_help="where logs and databases go (default: a temp dir, removed)")
     return parser
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli_args import positive_int
+from bench.cli_args import add_output_options, positive_int
 from bench.emitter import JsonRpc, Workload, produce
 from bench.report import environment
 from listener.devchain import start_anvil
@@ -302,10 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated subset of: {', '.join(PATH_KEYS)}")
     parser.add_argument("--limit-mb", type=float, default=LIMIT_MB,
                         help="peak RSS allowed at the largest size (default 150)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where anvil's log and the SQLite files go (default: temp dir)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the results as JSON on stdout (the table goes to stderr)")
+    add_output_options(parser, workdir_help="where anvil's log and the SQLite files go (default: temp dir)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser
 

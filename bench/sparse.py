@@ -39,7 +39,7 @@ from web3 import Web3
 
 from provisioner.processes import terminate
 from provisioner.sqlite_db import connect
-from bench.cli_args import positive_int
+from bench.cli_args import add_output_options, positive_int
 from bench.report import environment
 from bench.synthchain import DEFAULT_CHAIN_ID, ERROR_STYLES
 from listener.config import ChainConfig
@@ -344,10 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the listener's chain.max_block_range (default 100000)")
     parser.add_argument("--chunk", type=positive_int, default=2_000,
                         help="the web3 follower's fixed range (default 2000)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where the SQLite files and the node's log go (default: temp dir)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the results as JSON on stdout (the table goes to stderr)")
+    add_output_options(parser, workdir_help="where the SQLite files and the node's log go (default: temp dir)")
     return parser
 
 
