@@ -176,6 +176,16 @@ class RangeController:
         self.target_logs = target_logs
         self._streak = 0
         self._equal_tried = False
+        #: Widest span served since the last refusal (a bare refusal shrinks back to it).
+        self._largest_ok = 0
+        #: The ceiling came from a refusal that stated no limit (growth bisects towards it).
+        self._ceiling_unproven = False
+
+    @property
+    def probing(self) -> bool:
+        """True while the ceiling comes from a refusal that stated no limit: the real
+        limit lies somewhere at or below it, and growth bisects towards it."""
+        return self._ceiling_unproven
 
     @classmethod
     def for_listener(cls, max_block_range: int) -> RangeController:
@@ -193,6 +203,7 @@ class RangeController:
         """Record a served request; grow after ``grow_after`` full-size successes in a row."""
         span = to_block - from_block + 1
         self._equal_tried = False
+        self._largest_ok = max(self._largest_ok, span)
         if self.target_logs is not None and n_logs > self.target_logs:
             # Dense blocks: aim the next request at about target_logs logs.
             self.size = max(1, min(self.size, span * self.target_logs // n_logs))
@@ -205,6 +216,10 @@ class RangeController:
             return
         self._streak = 0
         grown = max(self.size + 1, int(self.size * self.grow_factor))
+        if self._ceiling_unproven:
+            # below a ceiling learned from a bare refusal: bisect towards it, so the real
+            # limit is found in a few refusals instead of one block at a time
+            grown = min(grown, max(self.size + 1, (self.size + self.ceiling + 1) // 2))
         if self.target_logs is not None and n_logs:
             grown = min(grown, max(self.size, span * self.target_logs // n_logs))
         self.size = min(grown, self.ceiling)
@@ -225,12 +240,20 @@ class RangeController:
                 self._equal_tried = True
             else:
                 new = span // 2
+                if span // 2 < self._largest_ok < span:
+                    new = self._largest_ok  # served a moment ago: the limit lies above it
         else:
             new = proposed
         new = max(1, new)
         self.size = new
         if hint is not None and hint.kind == "block_range":
-            self.ceiling = min(self.ceiling, new)
+            # A stated limit caps growth for good. A bare "range too wide" only proves that
+            # this span is too wide: growth may probe up to one block less, so the controller
+            # converges on the real limit instead of settling at a half.
+            stated = proposed is not None and proposed < span
+            self.ceiling = min(self.ceiling, new if stated else span - 1)
+            self._ceiling_unproven = not stated
+        self._largest_ok = 0 if self._largest_ok >= span else self._largest_ok
 
     @staticmethod
     def _proposed_span(from_block: int, span: int, hint: RangeHint | None) -> int | None:

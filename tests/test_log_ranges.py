@@ -304,3 +304,22 @@ def test_the_scan_step_pauses_the_cyclic_gc_and_always_restores_it() -> None:
         assert not gc.isenabled()  # someone else's choice is left alone
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("limit", [10_000, 6_000, 777])
+def test_a_bare_refusal_converges_near_the_real_limit(limit: int) -> None:
+    """'block range is too wide' with no number: the controller probes back up instead of
+    keeping the first half it fell to, with a bounded number of refusals."""
+    c = RangeController(100_000)
+    start, refusals, spans = 0, 0, []
+    while start < 5_000_000:
+        end = c.end_for(start, 10**9)
+        if end - start + 1 > limit:
+            refusals += 1
+            c.on_too_large(start, end, RangeHint("block_range"))
+            continue
+        c.on_success(start, end, 0)
+        spans.append(end - start + 1)
+        start = end + 1
+    assert refusals <= 20
+    assert spans[-1] > 0.8 * limit  # it settled near the limit, not at a half of it
