@@ -180,14 +180,13 @@ def follow_web3(url: str, db: Path, *, chunk: int) -> tuple[int, int, int | None
         start, steps, cursor = 0, 0, -1
         while start <= head:
             end = min(head, start + chunk - 1)
-            logs = w3.eth.get_logs({"address": address, "fromBlock": start, "toBlock": end})
+            w3.eth.get_logs({"address": address, "fromBlock": start, "toBlock": end})
             conn.execute("BEGIN")
             conn.execute("INSERT OR REPLACE INTO cursor (id, block) VALUES (1, ?)", (end,))
             conn.execute("COMMIT")
             steps += 1
             cursor = end
             start = end + 1
-            del logs
         return cursor, steps, chunk
     finally:
         conn.close()

@@ -323,11 +323,11 @@ def add_vm_create_arguments(create: argparse.ArgumentParser) -> None:
 
 
 def cmd_vm_export_tf(args: argparse.Namespace) -> int:
-    from listener.wiring import build_backend, pools_from_config, read_secret_file
+    from listener.reconciler import ref_of
     from listener.vm_spec import vm_spec
-    from provisioner.backend import VMRef
+    from listener.wiring import build_backend, build_terraform_backend_for, pools_from_config
     from provisioner.inventory import Inventory
-    from provisioner.terraform.backend import TerraformBackend, build_terraform_backend
+    from provisioner.terraform.backend import TerraformBackend
     from provisioner.terraform.export import export_vm, read_local_snippet
 
     config = _load_config(args)
@@ -341,19 +341,13 @@ def cmd_vm_export_tf(args: argparse.Namespace) -> int:
     if record is None or record.state == "reserved" or record.subscription_id is None:
         raise UserError(f"no created VM named {args.name!r} with a subscription in the "
                         "inventory; check the name with `blockhost status`")
-    px = config.proxmox
     backend = build_backend(config)
     if not isinstance(backend, TerraformBackend):
-        backend = build_terraform_backend(
-            backend, token_secret=read_secret_file(px.token_secret_file, "Proxmox token secret"),
-            root=px.terraform_dir, snippets_datastore=px.cloudinit_storage,
-            cloudinit_datastore=px.storage)
+        backend = build_terraform_backend_for(config, backend)
     size = config.plan_size(sub.plan_id) if sub is not None else config.plans["default"]
     spec = vm_spec(config, record, pools_from_config(config), size=size,
-                   user_data=read_local_snippet(px.snippets_dir, record.name))
-    ref = VMRef(vmid=record.vmid, node=record.node, name=record.name,
-                subscription_id=record.subscription_id, smbios_uuid=record.smbios_uuid)
-    directory = export_vm(backend, spec, ref, out_dir=args.out)
+                   user_data=read_local_snippet(config.proxmox.snippets_dir, record.name))
+    directory = export_vm(backend, spec, ref_of(record), out_dir=args.out)
     print(directory)
     return 0
 
@@ -375,8 +369,7 @@ def add_template_commands(commands: argparse._SubParsersAction) -> None:  # noqa
 
 
 def cmd_template(args: argparse.Namespace) -> int:
-    from listener.wiring import read_secret_file
-    from provisioner.proxmox_api import ProxmoxAPIBackend
+    from listener.wiring import build_api_backend
     from provisioner.template_build import TemplateSpec, build_template
 
     config = _load_config(args)
@@ -385,13 +378,7 @@ def cmd_template(args: argparse.Namespace) -> int:
     if not image:
         raise UserError("no cloud image given; pass --image STORAGE:import/FILE.qcow2 or set "
                         "proxmox.template_image")
-    if not px.token_id:
-        raise UserError("proxmox.token_id is not set; create an API token (USER@REALM!TOKENID) "
-                        "and put its secret in proxmox.token_secret_file")
-    verify = str(px.verify_ssl) if isinstance(px.verify_ssl, Path) else px.verify_ssl
-    api = ProxmoxAPIBackend(px.api_url, px.token_id,
-                            read_secret_file(px.token_secret_file, "Proxmox token secret"),
-                            verify=verify, pool=px.pool, tag=px.tag)
+    api = build_api_backend(config)
     node = args.node or (px.nodes[0] if px.nodes else None) or next(iter(api.online_nodes()), None)
     if not node:
         raise UserError("no online Proxmox node to build the template on; pass --node")

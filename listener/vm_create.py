@@ -33,12 +33,13 @@ from listener.crypto import (
 )
 from listener.errors import UserError
 from listener.nft import MintRequest, NftMinter, signing_page_base64
+from listener.reconciler import vm_facts
 from listener.vm_spec import cloud_init_variables, vm_spec
 from provisioner.backend import NAME_RE, TAG_RE, VMBackend, VMRef, VMSpec
 from provisioner.cloudinit import TemplateError, find_template, render
 from provisioner.errors import Locked, VmidTaken
 from provisioner.inventory import AllocationError, Inventory, ManualRequest, Pools, VMRecord
-from provisioner.network_hooks import VMFacts, run_hooks
+from provisioner.network_hooks import run_hooks
 
 #: The seed's name rule, narrowed to what PVE accepts as a VM name (a DNS name).
 _SEED_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]*\Z")
@@ -186,7 +187,7 @@ class ManualVmCreator:
         self.chain_id = chain_id
         self.choose_node = choose_node  # (PlanSize) -> node name
         self.clock = clock
-        self.explicit_vmid = False
+        #: Our own clone still running after a crash: wait this long for it, polling.
         self.locked_wait = 2.0
         self.locked_timeout = 300.0
 
@@ -218,7 +219,6 @@ class ManualVmCreator:
     def apply(self, request: CreateRequest, placement: Placement, *,
               signature: bytes | None) -> CreateResult:
         """Reserve, mint, create, hook, mark running: each step idempotent (rerun = resume)."""
-        self.explicit_vmid = placement.vmid is not None
         record, request, notes = self._reserve_or_resume(request, placement)
         manual = self.inventory.manual(record.id)
         assert manual is not None
@@ -230,7 +230,7 @@ class ManualVmCreator:
             token_id = self._mint(record, request, manual.expires_at, signature)
             self.inventory.set_manual_token(record.id, token_id)
         if record.state != "running":
-            self._create(record, request, token_id)
+            self._create(record, request, token_id, explicit_vmid=placement.vmid is not None)
         current = self.inventory.get_by_id(record.id)
         assert current is not None
         return CreateResult(
@@ -293,7 +293,8 @@ class ManualVmCreator:
         # reuses the name gets its own mint.
         return self.minter.mint(manual_vm_mint_key(record), None, mint)
 
-    def _create(self, record: VMRecord, request: CreateRequest, token_id: int | None) -> None:
+    def _create(self, record: VMRecord, request: CreateRequest, token_id: int | None, *,
+                explicit_vmid: bool) -> None:
         if self.backend is None:
             raise UserError("no Proxmox backend configured")
         cfg = self.config
@@ -301,7 +302,6 @@ class ManualVmCreator:
             cfg, record, token_id=token_id, wallet=request.owner_wallet,
             chain_id=self.chain_id or cfg.chain.chain_id,
             rpc_url=cfg.chain.rpc_urls[0] if cfg.chain.rpc_urls else "")
-        variables["USERNAME"] = request.username
         try:
             user_data = render(request.cloud_init, variables)
         except TemplateError as exc:
@@ -311,16 +311,14 @@ class ManualVmCreator:
         size = PlanSize(cores=request.cores, memory=request.memory_mb, disk=request.disk_gb)
         spec = vm_spec(cfg, record, self.pools, size=size, user_data=user_data,
                        template_vmid=request.template_vmid, extra_tags=request.tags)
-        ref, record = self._create_on_proxmox(spec, record)
+        ref, record = self._create_on_proxmox(spec, record, explicit_vmid=explicit_vmid)
         hooks = cfg.network.hooks
-        run_hooks(hooks.on_create, "created",
-                  VMFacts(name=record.name, vmid=record.vmid, node=record.node,
-                          bridge=cfg.network.bridge, ipv4=record.ipv4, ipv6=record.ipv6),
-                  timeout=hooks.timeout)
+        run_hooks(hooks.on_create, "created", vm_facts(cfg, record), timeout=hooks.timeout)
         self.inventory.set_state(record.id, "running", smbios_uuid=ref.smbios_uuid)
 
 
-    def _create_on_proxmox(self, spec: VMSpec, record: VMRecord) -> tuple[VMRef, VMRecord]:
+    def _create_on_proxmox(self, spec: VMSpec, record: VMRecord, *,
+                           explicit_vmid: bool) -> tuple[VMRef, VMRecord]:
         """Create (or adopt) the VM. Our own clone still running after a crash is waited
         for; a VMID someone else took behind our back is quarantined and the next one used
         (unless the operator asked for that exact id)."""
@@ -329,7 +327,7 @@ class ManualVmCreator:
             try:
                 return self._create_waiting(spec), record
             except VmidTaken as exc:
-                if self.explicit_vmid:
+                if explicit_vmid:
                     manual = self.inventory.manual(record.id)
                     if manual is not None and manual.token_id is None:
                         self.inventory.release(record.id)  # nothing built, nothing minted

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eth_account import Account
 from web3 import Web3
@@ -22,6 +23,9 @@ from listener.txmanager import TxManager
 from provisioner.backend import VMBackend
 from provisioner.inventory import Inventory, Pools
 from provisioner.proxmox_api import ProxmoxAPIBackend
+
+if TYPE_CHECKING:
+    from provisioner.terraform.backend import TerraformBackend
 
 #: One signer, many worker threads: nonce allocation + signing must be serialized.
 SIGNER_LOCK = threading.Lock()
@@ -54,28 +58,41 @@ def pools_from_config(config: Config) -> Pools:
     )
 
 
-def build_backend(config: Config) -> VMBackend:
+def build_api_backend(config: Config) -> ProxmoxAPIBackend:
+    """The proxmoxer backend (also what the Terraform backend and template build read
+    through): API token from its 0600 file, TLS verified as configured."""
     px = config.proxmox
     if not px.token_id:
         raise UserError("proxmox.token_id is not set; create an API token (USER@REALM!TOKENID) "
                         "and put its secret in proxmox.token_secret_file")
     verify: bool | str = str(px.verify_ssl) if isinstance(px.verify_ssl, Path) else px.verify_ssl
-    secret = read_secret_file(px.token_secret_file, "Proxmox token secret")
-    api = ProxmoxAPIBackend(
-        px.api_url, px.token_id, secret,
+    return ProxmoxAPIBackend(
+        px.api_url, px.token_id, read_secret_file(px.token_secret_file, "Proxmox token secret"),
         verify=verify, pool=px.pool, tag=px.tag, snippets_dir=px.snippets_dir,
         snippets_storage=px.cloudinit_storage,
         # clones in flight survive a crash: a half-made VM is adopted, never mistaken for foreign
         journal_dir=config.db.path.parent / "clone-journal",
     )
-    if px.backend != "terraform":
-        return api
+
+
+def build_terraform_backend_for(config: Config, api: ProxmoxAPIBackend) -> TerraformBackend:
+    """Terraform in proxmox.terraform_dir; ``api`` stays in use read-only for the ownership
+    checks before Terraform acts."""
     from provisioner.terraform.backend import build_terraform_backend
 
-    # the API backend stays in use read-only: ownership checks before Terraform acts
-    backend = build_terraform_backend(api, token_secret=secret, root=px.terraform_dir,
-                                      snippets_datastore=px.cloudinit_storage,
-                                      cloudinit_datastore=px.storage)
+    px = config.proxmox
+    return build_terraform_backend(
+        api, token_secret=read_secret_file(px.token_secret_file, "Proxmox token secret"),
+        root=px.terraform_dir, snippets_datastore=px.cloudinit_storage,
+        cloudinit_datastore=px.storage)
+
+
+def build_backend(config: Config) -> VMBackend:
+    """The backend ``proxmox.backend`` selects."""
+    api = build_api_backend(config)
+    if config.proxmox.backend != "terraform":
+        return api
+    backend = build_terraform_backend_for(config, api)
     backend.runner.binary_path()  # fail at start, with the install hint, if terraform is absent
     return backend
 

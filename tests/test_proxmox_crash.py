@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from provisioner.errors import (
 )
 from provisioner.proxmox_api import ProxmoxAPIBackend
 from provisioner.pvesim.launcher import PveSim, start_pvesim
+from tests.crashes import sigkill_when
 
 POOL_TOKEN = "blockhost@pve!provisioner=0b7f5a52-3f7e-4c55-9d1e-6c1f2a3b4c5d"
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,24 +125,16 @@ def kill_mid_clone(sim: PveSim, journal: Path, s: VMSpec, tmp_path: Path, *,
     with open(tmp_path / "worker.log", "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(args)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            vm = sim.vm(s.vmid)
-            if vm is not None and vm["lock"] == "clone":
-                pending = CloneJournal(journal).get(s.vmid)
-                if not wait_for_upid or (pending is not None and pending.upid):
-                    break
-            assert proc.poll() is None, (tmp_path / "worker.log").read_text()
-            time.sleep(0.02)
-        else:
-            raise AssertionError("the clone never started")
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    def clone_running() -> bool:
+        vm = sim.vm(s.vmid)
+        if vm is None or vm["lock"] != "clone":
+            return False
+        pending = CloneJournal(journal).get(s.vmid)
+        return not wait_for_upid or (pending is not None and pending.upid is not None)
+
+    sigkill_when(proc, clone_running, what="the clone",
+                 output=lambda: (tmp_path / "worker.log").read_text())
     assert b"created" not in (tmp_path / "worker.log").read_bytes()
 
 

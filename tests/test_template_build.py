@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from provisioner.errors import NotFound, PermissionDenied, VmidTaken
 from provisioner.proxmox_api import ProxmoxAPIBackend
 from provisioner.pvesim.launcher import PveSim, start_pvesim
 from provisioner.template_build import TemplateSpec, build_template, create_params
+from tests.crashes import sigkill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "local:import/noble-server-cloudimg-amd64.qcow2"
@@ -140,22 +139,13 @@ def test_sigkill_during_the_create_task_converges(sim: PveSim, tmp_path: Path) -
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            vm = sim.vm(9100)
-            if vm is not None and vm["lock"] == "create":
-                break
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            time.sleep(0.02)
-        else:
-            raise AssertionError("the create task never started")
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    def create_running() -> bool:
+        vm = sim.vm(9100)
+        return vm is not None and vm["lock"] == "create"
+
+    sigkill_when(proc, create_running, what="the create task",
+                 output=lambda: proc.stdout.read().decode() if proc.stdout else "")
     result = build_template(backend(sim), TemplateSpec(vmid=9100, node="pve1", image=IMAGE))
     assert result.action == "converted"
     assert sim.vm(9100)["template"] and len(tasks(sim, "qmcreate")) == 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from listener.contracts import load_artifact
 from listener.devenv import DevEnv, start_dev_env
 from listener.user import credentials
 from provisioner.backend import parse_marker
+from tests.crashes import sigkill_when
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -180,17 +180,9 @@ def test_sigkill_mid_clone_then_rerun_resumes_the_same_vm_and_mint(env: DevEnv) 
         assert proc.stdin is not None
         proc.stdin.write((signature_of(owner) + "\n").encode())
         proc.stdin.close()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            locked = [v for v in sim_vms(env).values() if v.get("lock") == "clone"]
-            if locked:
-                break
-            assert proc.poll() is None, (env.workdir / "box-4.log").read_text()
-            time.sleep(0.02)
-        else:
-            raise AssertionError("the clone never started")
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
+        sigkill_when(proc, lambda: any(v.get("lock") == "clone" for v in sim_vms(env).values()),
+                     what="the clone", output=(env.workdir / "box-4.log").read_text,
+                     timeout=120)
     assert total_supply(env) == before + 1  # the mint happened before the clone
 
     out = result_of(run(env, "box-4", "--owner-wallet", owner.address, "--apply",

@@ -203,10 +203,15 @@ class TerraformRunner:
 
     # ------------------------------------------------------------------ commands
 
+    def _argv(self, command: str, *flags: str) -> list[str]:
+        """``command`` with the flags every run gets (no prompts, no colours, a lock
+        timeout) plus its own."""
+        return [command, "-input=false", "-no-color", f"-lock-timeout={self.lock_timeout_s}s",
+                *flags]
+
     def init(self, workdir: Path) -> None:
         """``terraform init`` (always runs)."""
-        result = self.run(workdir, ["init", "-input=false", "-no-color",
-                                    f"-lock-timeout={self.lock_timeout_s}s"])
+        result = self.run(workdir, self._argv("init"))
         if result.returncode != 0:
             raise self._fail("init", workdir, result, TerraformInitFailed,
                              "make the pinned provider available (network access to "
@@ -225,8 +230,7 @@ class TerraformRunner:
 
     def apply(self, workdir: Path) -> RunResult:
         """``terraform apply -auto-approve``; returns the result (see ``changed()``)."""
-        result = self.run(workdir, ["apply", "-input=false", "-no-color", "-auto-approve",
-                                    f"-lock-timeout={self.lock_timeout_s}s", "-json"],
+        result = self.run(workdir, self._argv("apply", "-auto-approve", "-json"),
                           json_lines=True)
         if result.returncode != 0:
             raise self._fail("apply", workdir, result)
@@ -234,8 +238,7 @@ class TerraformRunner:
 
     def plan_has_changes(self, workdir: Path) -> bool:
         """``terraform plan -detailed-exitcode``: True if applying would change anything."""
-        result = self.run(workdir, ["plan", "-input=false", "-no-color", "-detailed-exitcode",
-                                    f"-lock-timeout={self.lock_timeout_s}s", "-json"],
+        result = self.run(workdir, self._argv("plan", "-detailed-exitcode", "-json"),
                           json_lines=True)
         if result.returncode not in (0, 2):
             raise self._fail("plan", workdir, result)
@@ -243,8 +246,7 @@ class TerraformRunner:
 
     def destroy(self, workdir: Path) -> RunResult:
         """``terraform destroy -auto-approve`` of everything in this directory's state."""
-        result = self.run(workdir, ["destroy", "-input=false", "-no-color", "-auto-approve",
-                                    f"-lock-timeout={self.lock_timeout_s}s", "-json"],
+        result = self.run(workdir, self._argv("destroy", "-auto-approve", "-json"),
                           json_lines=True)
         if result.returncode != 0:
             raise self._fail("destroy", workdir, result)
