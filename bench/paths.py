@@ -30,7 +30,7 @@ from provisioner.sqlite_db import transaction
 INSERT_EVENT = (
     "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address, name,"
     " subscription_id, plan_id, args, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (block_hash, log_index) DO NOTHING"
+    " ON CONFLICT (block_number, log_index, block_hash) DO NOTHING"
 )
 EVENT_COLUMNS = ("block_number, block_hash, tx_hash, log_index, address, name, subscription_id,"
                  " plan_id, args, rejected")

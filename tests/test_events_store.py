@@ -129,6 +129,58 @@ class TestJournal:
         assert "unknown subscription" in row[0]
 
 
+class TestJournalSchema:
+    """Migration 6 rebuilt ``events`` with its identity index in chain order."""
+
+    def test_a_version_5_journal_migrates_with_every_row(self, tmp_path: Path) -> None:
+        from listener.store import MIGRATIONS
+        from provisioner.sqlite_db import connect, migrate
+
+        path = tmp_path / "db.sqlite"
+        conn = connect(path)
+        migrate(conn, "listener", MIGRATIONS[:5])
+        conn.execute("INSERT INTO events (block_number, block_hash, tx_hash, log_index, address,"
+                     " name, subscription_id, plan_id, args, rejected, applied, block_time)"
+                     " VALUES (10, '0xaa', '0xt1', 0, '0xc', 'SubscriptionCreated', 1, 1, '{}',"
+                     " NULL, 1, 50), (11, '0xbb', '0xt2', 3, '0xc', 'unknown', NULL, NULL,"
+                     " '{}', 'log from another contract', 0, NULL)")
+        conn.commit()
+        before = conn.execute("SELECT * FROM events ORDER BY id").fetchall()
+        conn.close()
+
+        store = Store.open(path)
+        after = store.conn.execute(
+            "SELECT id, block_number, block_hash, tx_hash, log_index, address, name,"
+            " subscription_id, plan_id, args, rejected, applied, block_time"
+            " FROM events ORDER BY id").fetchall()
+        assert [tuple(r) for r in after] == [tuple(r) for r in before]
+        indexes = {r[0]: r[1] for r in store.conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
+        assert "events_block" not in indexes
+        assert "WHERE applied = 0" in (indexes["events_unapplied"] or "")
+        assert store.unapplied_blocks(20) == {11: "0xbb"}
+
+    def test_identity_is_still_unique(self, tmp_path: Path) -> None:
+        import sqlite3
+
+        store = Store.open(tmp_path / "db.sqlite")
+        row = ("0xaa", "0xt", "0xc", "x", "{}")
+        insert = ("INSERT INTO events (block_number, block_hash, tx_hash, log_index, address,"
+                  " name, args) VALUES (10, ?, ?, 0, ?, ?, ?)")
+        store.conn.execute(insert, row)
+        with pytest.raises(sqlite3.IntegrityError):
+            store.conn.execute(insert, row)
+        # the same position on another fork is another event
+        store.conn.execute(insert, ("0xbb", *row[1:]))
+
+    def test_lookups_by_identity_use_the_index(self, tmp_path: Path) -> None:
+        store = Store.open(tmp_path / "db.sqlite")
+        plan = " ".join(str(r[3]) for r in store.conn.execute(
+            "EXPLAIN QUERY PLAN UPDATE events SET rejected = 'x'"
+            " WHERE block_number = 1 AND log_index = 2 AND block_hash = '0xaa'"))
+        assert "USING INDEX" in plan and "SCAN" not in plan
+
+
 class TestCreatedFastPath:
     """The hand decoder of SubscriptionCreated must agree with eth_abi on everything."""
 
