@@ -7,10 +7,8 @@ decode is returned as a rejected event with a reason instead of raising.
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
@@ -67,9 +65,11 @@ TOPIC_TO_EVENT: dict[str, str] = {
 EVENT_TOPICS: dict[str, str] = {name: topic for topic, name in TOPIC_TO_EVENT.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedLog:
-    """One journaled log: decoded args, or a rejection reason."""
+class DecodedLog(NamedTuple):
+    """One journaled log: decoded args, or a rejection reason.
+
+    A NamedTuple rather than a frozen dataclass: just as immutable, and built in a quarter
+    of the time (a catch-up builds one per log, 10,000 per request)."""
 
     block_number: int
     block_hash: str
@@ -101,26 +101,34 @@ def to_checksum_address(value: bytes | str) -> str:
 
 
 _WORD = 32
+_OFFSET_WORD = (4 * _WORD).to_bytes(_WORD, "big")  # where a lone ``bytes`` tail starts
+_ZERO_PAD_BYTES = bytes(12)
 
 
 def _decode_created_data(data: bytes) -> dict[str, Any] | None:
     """SubscriptionCreated's data (uint256, uint256, address, bytes) by hand, in the canonical
     encoding every Solidity compiler emits; None for anything else, which then goes through
     eth_abi (so odd encodings get the same verdicts as before, just slower)."""
-    if len(data) < 5 * _WORD or data[3 * _WORD:4 * _WORD] != (4 * _WORD).to_bytes(_WORD, "big"):
+    fields = _created_fields(data)
+    if fields is None:
         return None
-    if any(data[2 * _WORD:2 * _WORD + 12]):
-        return None  # an address word must be left-padded with zeros
-    length = int.from_bytes(data[4 * _WORD:5 * _WORD], "big")
-    padded = (length + _WORD - 1) // _WORD * _WORD
-    if len(data) != 5 * _WORD + padded or any(data[5 * _WORD + length:]):
+    expires_at, paid, token, blob = fields
+    return {"expiresAt": expires_at, "paidAmount": paid, "paymentToken": token,
+            "userEncrypted": blob}
+
+
+def _created_fields(data: bytes) -> tuple[int, int, str, bytes] | None:
+    """(expiresAt, paidAmount, paymentToken, userEncrypted), or None if not canonical."""
+    size = len(data)
+    # the address word must be left-padded with zeros; the bytes offset must be 128
+    if size < 5 * _WORD or data[96:128] != _OFFSET_WORD or data[64:76] != _ZERO_PAD_BYTES:
         return None
-    return {
-        "expiresAt": int.from_bytes(data[0:_WORD], "big"),
-        "paidAmount": int.from_bytes(data[_WORD:2 * _WORD], "big"),
-        "paymentToken": to_checksum_address(data[2 * _WORD + 12:3 * _WORD]),
-        "userEncrypted": data[5 * _WORD:5 * _WORD + length],
-    }
+    length = int.from_bytes(data[128:160], "big")
+    end = 5 * _WORD + length
+    if size != 5 * _WORD + (length + _WORD - 1) // _WORD * _WORD or data[end:].strip(b"\0"):
+        return None
+    return (int.from_bytes(data[0:32], "big"), int.from_bytes(data[32:64], "big"),
+            to_checksum_address(data[76:96]), data[160:end])
 
 
 def _hex_int(value: str | int) -> int:
@@ -140,11 +148,7 @@ def _decode_topic(typ: str, topic: str) -> Any:
     return "0x" + raw.hex()
 
 
-_TOPIC_HEX = re.compile(r"0x[0-9a-fA-F]{64}\Z")
 _CREATED_TOPIC = "0x" + keccak(text=_signature("SubscriptionCreated")).hex()
-_HEX_WORD = 64
-_ZERO_PAD = "0" * 24
-_OFFSET_128 = "0" * 62 + "80"
 _SAFE_INT = 2**53
 
 
@@ -153,38 +157,53 @@ def _json_int(value: int) -> str:
     return f'"{value}"' if value > _SAFE_INT else str(value)
 
 
+def _topic_bytes(topic: Any) -> bytes | None:
+    """A topic's 32 bytes if it is exactly ``0x`` + 64 hex digits, else None.
+
+    (``len == 66`` plus 32 decoded bytes leaves no room for the whitespace ``fromhex``
+    would skip; ``int(x, 16)`` would also take ``_`` and signs, so it is not used here.)"""
+    if type(topic) is not str or len(topic) != 66 or topic[:2] != "0x":
+        return None
+    try:
+        raw = bytes.fromhex(topic[2:])
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
+
+
 def _fast_created(log: dict[str, Any], contract: str | None) -> DecodedLog | None:
     """SubscriptionCreated straight from the hex strings, with its journal text built in
     the same pass; None whenever anything is not the canonical encoding (the general path
     below then decides, so verdicts never differ, only speed)."""
     topics = log.get("topics")
-    if not topics or len(topics) != 4 or str(topics[0]).lower() != _CREATED_TOPIC:
+    if type(topics) is not list or len(topics) != 4:
+        return None
+    t0 = topics[0]
+    if t0 != _CREATED_TOPIC and str(t0).lower() != _CREATED_TOPIC:
         return None
     address = str(log["address"]).lower()
     if contract is not None and address != contract.lower():
         return None
-    t1, t2, t3, data = topics[1], topics[2], topics[3], log.get("data")
-    if not (isinstance(t1, str) and isinstance(t2, str) and isinstance(t3, str)
-            and isinstance(data, str) and data[:2] == "0x" and _TOPIC_HEX.match(t1)
-            and _TOPIC_HEX.match(t2) and _TOPIC_HEX.match(t3) and t3[2:26] == _ZERO_PAD):
-        return None  # (int() would also take '_' and spaces; the strict path must judge)
+    b1, b2, b3 = _topic_bytes(topics[1]), _topic_bytes(topics[2]), _topic_bytes(topics[3])
+    data = log.get("data")
+    if (b1 is None or b2 is None or b3 is None or b3[:12] != _ZERO_PAD_BYTES
+            or type(data) is not str or data[:2] != "0x"):
+        return None
     try:
         raw = bytes.fromhex(data[2:])
         if len(raw) * 2 != len(data) - 2:
             return None  # fromhex skips whitespace; the strict path must judge that
-        fields = _decode_created_data(raw)
-        if fields is None or len(fields["userEncrypted"]) > MAX_USER_ENCRYPTED:
+        fields = _created_fields(raw)
+        if fields is None or len(fields[3]) > MAX_USER_ENCRYPTED:
             return None
         block_number = _hex_int(log["blockNumber"])
         log_index = _hex_int(log["logIndex"])
     except (ValueError, TypeError):
         return None
-    subscription_id = int(t1, 16)
-    plan_id = int(t2, 16)
-    subscriber = to_checksum_address("0x" + t3[26:].lower())
-    expires_at, paid, token = fields["expiresAt"], fields["paidAmount"], fields["paymentToken"]
-    blob = fields["userEncrypted"]
-    blob_hex = blob.hex()
+    expires_at, paid, token, blob = fields
+    subscription_id = int.from_bytes(b1, "big")
+    plan_id = int.from_bytes(b2, "big")
+    subscriber = to_checksum_address(b3[12:])
     args = {"subscriptionId": subscription_id, "planId": plan_id, "subscriber": subscriber,
             "expiresAt": expires_at, "paidAmount": paid, "paymentToken": token,
             "userEncrypted": blob}
@@ -192,7 +211,7 @@ def _fast_created(log: dict[str, Any], contract: str | None) -> DecodedLog | Non
     text = (f'{{"expiresAt": {_json_int(expires_at)}, "paidAmount": {_json_int(paid)}, '
             f'"paymentToken": "{token}", "planId": {_json_int(plan_id)}, '
             f'"subscriber": "{subscriber}", "subscriptionId": {_json_int(subscription_id)}, '
-            f'"userEncrypted": "0x{blob_hex}"}}')
+            f'"userEncrypted": "0x{blob.hex()}"}}')
     return DecodedLog(block_number, str(log["blockHash"]).lower(),
                       str(log["transactionHash"]).lower(), log_index, address,
                       "SubscriptionCreated", args, None, text)
