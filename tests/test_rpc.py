@@ -259,3 +259,87 @@ def test_threads_share_one_client_through_faults_and_failover(chain: Anvil) -> N
         assert all(r == [head] * 15 for r in results)
         assert wrong.methods["eth_blockNumber"] == 0
         assert sum(flaky_a.faults.values()) + sum(flaky_b.faults.values()) >= 5
+
+
+# -- the transport: one connection, whole bodies ---------------------------------------------
+
+
+class _BigReplyServer:
+    """A loopback JSON-RPC endpoint whose eth_getLogs reply is ~4 MB; counts TCP connections
+    and can cut a reply short after its headers."""
+
+    def __init__(self, logs: int = 4000, truncate: bool = False) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        entry = {"address": EMITTER_ADDRESS, "topics": [EMITTER_TOPIC], "data": "0x" + "ab" * 400,
+                 "blockNumber": "0x1", "blockHash": "0x" + "11" * 32, "logIndex": "0x0",
+                 "transactionHash": "0x" + "22" * 32}
+        owner = self
+        self.connections = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def setup(self) -> None:
+                owner.connections += 1
+                super().setup()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                calls = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                replies = []
+                for call in calls if isinstance(calls, list) else [calls]:
+                    result: object = "0x7a69"
+                    if call["method"] == "eth_getLogs":
+                        result = [dict(entry, logIndex=hex(i)) for i in range(logs)]
+                    elif call["method"] == "eth_getBlockByNumber":
+                        result = {"number": "0x1", "hash": "0x" + "11" * 32, "timestamp": "0x1"}
+                    replies.append({"jsonrpc": "2.0", "id": call["id"], "result": result})
+                body = json.dumps(replies if isinstance(calls, list) else replies[0]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if truncate:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_large_replies_are_read_whole_over_one_kept_alive_connection() -> None:
+    server = _BigReplyServer()
+    try:
+        rpc = RpcClient([server.url], expected_chain_id=CHAIN_ID)
+        for _ in range(5):
+            batch = rpc.fetch_logs_once(1, 1, address=EMITTER_ADDRESS)
+            assert len(batch.logs) == 4000
+            assert batch.logs[-1]["logIndex"] == hex(3999)
+        assert server.connections == 1
+    finally:
+        server.close()
+
+
+def test_a_reply_cut_short_is_transient_and_the_connection_is_not_reused() -> None:
+    server = _BigReplyServer(truncate=True)
+    try:
+        rpc = RpcClient([server.url], attempts=2, backoff_initial=0.001, backoff_max=0.002)
+        with pytest.raises(TransientRpcError):
+            rpc.fetch_logs_once(1, 1, address=EMITTER_ADDRESS)
+        assert server.connections == 2  # each attempt on a fresh connection
+    finally:
+        server.close()
