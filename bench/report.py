@@ -23,6 +23,21 @@ def _baseline(run: BenchRun) -> PathResult | None:
     return next((r for r in run.results if r.scenario.key == BASELINE), None)
 
 
+#: (name, numerator path, denominator path): the ratios issue 7's target is stated in.
+HEADLINE_RATIOS = (
+    ("ours_vs_web3_batched", "ours-journal", "web3-batched"),
+    ("ceiling_over_ours", "ceiling", "ours-journal"),
+    ("ceiling_orjson_over_ours", "ceiling-orjson", "ours-journal"),
+)
+
+
+def headline(run: BenchRun) -> dict[str, float]:
+    """The ratios of medians measured in this run, for the paths that ran."""
+    medians = {r.scenario.key: r.median_rate for r in run.results}
+    return {name: round(medians[top] / medians[bottom], 2)
+            for name, top, bottom in HEADLINE_RATIOS if top in medians and bottom in medians}
+
+
 def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -61,6 +76,7 @@ def to_json(run: BenchRun, command: str) -> dict[str, Any]:
         "baseline": BASELINE if base is not None else None,
         "produce_seconds": round(w.seconds, 2),
         "peak_rss_mb_all_paths": round(run.peak_rss_mb, 1),
+        "ratios": headline(run),
         "environment": environment(),
         "paths": paths,
     }
@@ -84,6 +100,9 @@ def render_table(run: BenchRun, console: Console) -> None:
                       f"{result.median_rate:,.0f}", f"{min(rates):,.0f} – {max(rates):,.0f}",
                       ratio)
     console.print(table)
+    ratios = headline(run)
+    if ratios:
+        console.print("ratios of medians: " + ", ".join(f"{k} {v}x" for k, v in ratios.items()))
     env = environment()
     console.print(f"python {env['python']}, web3 {env['web3']}, eth-abi {env['eth_abi']}, "
                   f"{env['cpus']} CPUs (shared with anvil); events produced in "

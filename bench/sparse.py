@@ -5,7 +5,8 @@ A synthetic node (:mod:`bench.synthchain`, its own process) serves N empty block
 run, interleaved ``--repeat`` times, two followers catch up from block 0 to the head:
 
 * ``ours``: the listener's real scan path, ``listener.scanner.scan_once`` in a loop with one
-  :class:`RangeController` (as the daemon's ``_scan`` does), a real :class:`Store` on disk,
+  ``LogPrefetcher`` and its ``RangeController`` and a ``WalCheckpointer`` (as the daemon
+  runs it), a real :class:`Store` on disk,
   confirmations 0 and ``chain.max_block_range`` far above the provider's cap, so the
   controller must learn the cap from the refusals;
 * ``web3-fixed``: a straightforward web3.py follower, ``w3.eth.get_logs`` in fixed 2,000-block
@@ -43,11 +44,12 @@ from bench.cli_args import add_output_options, positive_int
 from bench.report import environment
 from bench.synthchain import DEFAULT_CHAIN_ID, ERROR_STYLES
 from listener.config import ChainConfig
-from listener.log_ranges import RangeController
+from listener.prefetch import LogPrefetcher
 from listener.logging_setup import configure as configure_logging
 from listener.rpc import RpcClient
 from listener.scanner import Outcome, scan_once
 from listener.store import Store
+from provisioner.wal_checkpoint import WalCheckpointer
 
 #: Any address: the synthetic chain holds no logs at all.
 CONTRACT = "0x00000000000000000000000000000000b10c4057"
@@ -151,21 +153,25 @@ def follow_ours(url: str, db: Path, *, max_block_range: int) -> tuple[int, int, 
     chain = ChainConfig(rpc_urls=[url], chain_id=DEFAULT_CHAIN_ID, subscription_contract=CONTRACT,
                         start_block=0, confirmations=0, max_block_range=max_block_range)
     rpc = RpcClient(chain.rpc_urls, expected_chain_id=chain.chain_id)
-    ranges = RangeController.for_listener(chain.max_block_range)
+    # as the daemon runs it: next range fetched ahead, WAL checkpointed in the background
+    prefetch = LogPrefetcher.for_listener(rpc, address=CONTRACT,
+                                          max_block_range=chain.max_block_range)
     store = Store.open(db)
     try:
         head = rpc.block_number()
         steps = 0
-        while True:
-            result = scan_once(rpc, store, chain, ranges)
-            steps += 1
-            cursor = store.chain_state().cursor
-            if cursor is not None and cursor >= head:
-                return cursor, steps, ranges.size
-            if result.outcome in (Outcome.HALTED, Outcome.NOTHING_NEW, Outcome.REORGED):
-                raise SparseBenchError(f"ours stopped at cursor {cursor} of {head}: "
-                                       f"{result.outcome.value}")
+        with WalCheckpointer(db):
+            while True:
+                result = scan_once(rpc, store, chain, prefetch=prefetch)
+                steps += 1
+                cursor = store.chain_state().cursor
+                if cursor is not None and cursor >= head:
+                    return cursor, steps, prefetch.controller.size
+                if result.outcome in (Outcome.HALTED, Outcome.NOTHING_NEW, Outcome.REORGED):
+                    raise SparseBenchError(f"ours stopped at cursor {cursor} of {head}: "
+                                           f"{result.outcome.value}")
     finally:
+        prefetch.discard()
         store.close()
 
 
@@ -201,7 +207,7 @@ class Follower:
 
 def followers(max_block_range: int, chunk: int) -> list[Follower]:
     return [
-        Follower("ours", f"scan_once + RangeController + Store (max_block_range "
+        Follower("ours", f"scan_once + LogPrefetcher + Store (max_block_range "
                          f"{max_block_range:,}, confirmations 0)",
                  lambda url, db: follow_ours(url, db, max_block_range=max_block_range)),
         Follower(BASELINE, f"web3 get_logs, fixed {chunk:,}-block chunks, cursor commit "

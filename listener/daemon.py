@@ -33,12 +33,14 @@ from listener.reconciler import (
 )
 from listener.log_ranges import RangeController
 from listener.observability import HealthState, Metrics, serve
+from listener.prefetch import LogPrefetcher
 from listener.rpc import RpcClient
 from listener.scanner import Outcome, ScanResult, scan_once
 from listener.store import Store
 from listener.tx_store import TxStore
 from provisioner.inventory import Inventory
 from provisioner.placement import PlacementLimiter, PlacementLimits, choose_node
+from provisioner.wal_checkpoint import WalCheckpointer
 
 log = structlog.get_logger(__name__)
 
@@ -104,7 +106,8 @@ class Daemon:
         self._last_try: dict[int, float] = {}
         self._next_drift_check = 0.0
         self.metrics = Metrics()
-        self.ranges = RangeController.for_listener(config.chain.max_block_range)
+        # two replies in flight: the one being journaled and the prefetched next one
+        self.ranges = RangeController.for_listener(config.chain.max_block_range, in_flight=2)
         px = config.proxmox
         self.limiter = PlacementLimiter(
             PlacementLimits(per_node=px.max_parallel_per_node, total=px.max_parallel),
@@ -112,6 +115,8 @@ class Daemon:
         self.health = HealthState(stale_after=max(60.0, 20 * config.chain.poll_interval))
         #: Websocket newHeads wake-ups (chain.ws_url); None = poll only.
         self.heads: HeadWatcher | None = None
+        #: Fetches the next confirmed range during a catch-up step (set up in run()).
+        self.prefetch: LogPrefetcher | None = None
 
     def stop(self) -> None:
         """Ask the loop to finish (signal handlers, tests); wakes an idle wait at once."""
@@ -225,7 +230,8 @@ class Daemon:
         """One chain step with health bookkeeping; None when it failed (health shows why)."""
         was_halted = store.chain_state().halted_reason
         try:
-            result = scan_once(rpc, store, self.config.chain, self.ranges)
+            result = scan_once(rpc, store, self.config.chain, self.ranges,
+                               prefetch=self.prefetch)
         except sqlite3.Error as exc:
             self.health.db_error = f"{type(exc).__name__}: {exc}"[:200]
             self.metrics.scan_errors.labels(error=type(exc).__name__).inc()
@@ -251,6 +257,9 @@ class Daemon:
         rpc = RpcClient(cfg.chain.rpc_urls, expected_chain_id=cfg.chain.chain_id)
         store = Store.open(cfg.db.path)
         inventory = Inventory(store.conn)
+        if cfg.chain.subscription_contract:
+            self.prefetch = LogPrefetcher(rpc, address=cfg.chain.subscription_contract,
+                                          controller=self.ranges)
         self.chain_id = rpc.chain_id()
         store.bind_chain(self.chain_id)
         self._services()  # fail fast on bad keys / backend config, before "ready"
@@ -263,8 +272,9 @@ class Daemon:
                  start_block=cfg.chain.start_block, confirmations=cfg.chain.confirmations)
         self._start_heads()
         sd_notify("READY=1")
-        with ThreadPoolExecutor(max_workers=cfg.proxmox.max_parallel,
-                                thread_name_prefix="reconcile") as pool:
+        with (WalCheckpointer(cfg.db.path),
+              ThreadPoolExecutor(max_workers=cfg.proxmox.max_parallel,
+                                 thread_name_prefix="reconcile") as pool):
             while not self.stop_event.is_set():
                 result = self._scan(rpc, store)
                 if result is None:

@@ -188,10 +188,14 @@ class RangeController:
         return self._ceiling_unproven
 
     @classmethod
-    def for_listener(cls, max_block_range: int) -> RangeController:
+    def for_listener(cls, max_block_range: int, *, in_flight: int = 1) -> RangeController:
         """The daemon's, replay's and the benches' controller: ``chain.max_block_range``
-        with responses held to about :data:`TARGET_LOGS_PER_REQUEST` logs."""
-        return cls(max_block_range, target_logs=TARGET_LOGS_PER_REQUEST)
+        with the ``in_flight`` replies held at once (2 with a
+        :class:`~listener.prefetch.LogPrefetcher`) together about
+        :data:`TARGET_LOGS_PER_REQUEST` logs."""
+        if in_flight < 1:
+            raise ValueError("in_flight must be >= 1")
+        return cls(max_block_range, target_logs=max(1, TARGET_LOGS_PER_REQUEST // in_flight))
 
     def end_for(self, from_block: int, to_block: int) -> int:
         """Last block of the next request starting at ``from_block`` (never past ``to_block``)."""

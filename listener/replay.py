@@ -21,7 +21,7 @@ import structlog
 from listener.config import ChainConfig
 from listener.errors import UserError
 from listener.events import DecodedLog, decode_log
-from listener.log_ranges import RangeController
+from listener.prefetch import LogPrefetcher
 from listener.rpc import RpcClient
 from listener.scanner import block_times_for
 from listener.store import Store
@@ -80,40 +80,57 @@ def replay(rpc: RpcClient, store: Store, chain: ChainConfig, from_block: int, to
     and fill the gaps."""
     assert chain.subscription_contract is not None
     report = ReplayReport(from_block, to_block, dry_run)
-    controller = RangeController.for_listener(chain.max_block_range)
+    # The whole range is confirmed (checked by the caller): fetch ahead while journaling.
+    prefetch = LogPrefetcher.for_listener(rpc, address=chain.subscription_contract,
+                                          max_block_range=chain.max_block_range)
     start = from_block
-    while start <= to_block:
-        raw, end = rpc.get_logs_adaptive(start, to_block, address=chain.subscription_contract,
-                                         controller=controller)
-        decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in raw]
-        missing: list[DecodedLog] = []
-        for entry in decoded:
-            report.events_seen += 1
-            verdict = _classify(store, entry)
-            if verdict == "known":
-                report.already_journaled += 1
-                continue
-            if verdict == "conflict":
-                report.conflicts += 1
-                log.error("replay.conflict", block=entry.block_number, log_index=entry.log_index,
-                          block_hash=entry.block_hash)
-                continue
-            report.missing += 1
-            if entry.rejected:
-                report.rejected += 1
-            missing.append(entry)
-            if len(report.changes) < 100:
-                report.changes.append({"block": entry.block_number, "log_index": entry.log_index,
-                                       "event": entry.name,
-                                       "subscription_id": entry.subscription_id})
-        if missing and not dry_run:
-            report.added += store.journal_replayed(missing,
-                                                   block_times=block_times_for(rpc, missing, {}))
-        log.info("replay.range", from_block=start, to_block=end, events=len(decoded),
-                 missing=len(missing), dry_run=dry_run)
-        on_progress(end - start + 1, len(decoded))
-        start = end + 1
+    try:
+        while start <= to_block:
+            start = _replay_range(rpc, store, chain, prefetch, report, start, to_block,
+                                  dry_run=dry_run, on_progress=on_progress)
+    finally:
+        prefetch.discard()
     return report
+
+
+def _replay_range(rpc: RpcClient, store: Store, chain: ChainConfig, prefetch: LogPrefetcher,
+                  report: ReplayReport, start: int, to_block: int, *, dry_run: bool,
+                  on_progress: Callable[[int, int], None]) -> int:
+    """Fetch one served range from ``start``, fill its gaps; return the next start block."""
+    assert chain.subscription_contract is not None
+    batch = prefetch.take(start, to_block) or rpc.fetch_logs(
+        start, to_block, address=chain.subscription_contract, controller=prefetch.controller)
+    end = batch.to_block
+    if end < to_block:
+        prefetch.start(end + 1, to_block)
+    decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in batch.logs]
+    missing: list[DecodedLog] = []
+    for entry in decoded:
+        report.events_seen += 1
+        verdict = _classify(store, entry)
+        if verdict == "known":
+            report.already_journaled += 1
+            continue
+        if verdict == "conflict":
+            report.conflicts += 1
+            log.error("replay.conflict", block=entry.block_number, log_index=entry.log_index,
+                      block_hash=entry.block_hash)
+            continue
+        report.missing += 1
+        if entry.rejected:
+            report.rejected += 1
+        missing.append(entry)
+        if len(report.changes) < 100:
+            report.changes.append({"block": entry.block_number, "log_index": entry.log_index,
+                                   "event": entry.name,
+                                   "subscription_id": entry.subscription_id})
+    if missing and not dry_run:
+        report.added += store.journal_replayed(missing,
+                                               block_times=block_times_for(rpc, missing, {}))
+    log.info("replay.range", from_block=start, to_block=end, events=len(decoded),
+             missing=len(missing), dry_run=dry_run)
+    on_progress(end - start + 1, len(decoded))
+    return end + 1
 
 
 @contextmanager

@@ -28,6 +28,7 @@ import structlog
 from listener.config import ChainConfig
 from listener.events import DecodedLog, decode_log
 from listener.log_ranges import RangeController
+from listener.prefetch import LogPrefetcher
 from listener.rpc import RpcClient, TransientRpcError
 from listener.store import Store
 
@@ -131,12 +132,16 @@ def block_times_for(rpc: RpcClient, decoded: list[DecodedLog], known: dict[int, 
 
 
 def scan_once(rpc: RpcClient, store: Store, chain: ChainConfig,
-              controller: RangeController | None = None) -> ScanResult:
+              controller: RangeController | None = None, *,
+              prefetch: LogPrefetcher | None = None) -> ScanResult:
     """Check for a reorg, promote what became confirmed, then journal the next range.
 
     Pass the same ``controller`` on every call so what it learned about the provider's
-    range limits survives between steps."""
+    range limits survives between steps. With a ``prefetch`` (built on that controller),
+    the next confirmed range is fetched while this one is decoded and journaled."""
     assert chain.subscription_contract is not None
+    if prefetch is not None and controller is not None and controller is not prefetch.controller:
+        raise ValueError("the prefetcher must share the scan's range controller")
     state = store.chain_state()
     if state.halted_reason:
         return ScanResult(Outcome.HALTED)
@@ -152,6 +157,8 @@ def scan_once(rpc: RpcClient, store: Store, chain: ChainConfig,
     if state.cursor is not None and state.cursor_hash is not None:
         reorg = _check_reorg(rpc, store, state.cursor, state.cursor_hash)
         if reorg is not None:
+            if prefetch is not None:
+                prefetch.discard()
             return reorg
     cursor = state.cursor if state.cursor is not None else chain.start_block - 1
     applied = state.applied_block if state.applied_block is not None else chain.start_block - 1
@@ -166,8 +173,9 @@ def scan_once(rpc: RpcClient, store: Store, chain: ChainConfig,
         return ScanResult(outcome, promoted=promoted)
     from_block = cursor + 1
     with _cyclic_gc_paused():
-        return _journal_next_range(rpc, store, chain, controller, from_block=from_block,
-                                   head=head, confirmed=confirmed, promoted=promoted)
+        return _journal_next_range(rpc, store, chain, controller, prefetch,
+                                   from_block=from_block, head=head, confirmed=confirmed,
+                                   promoted=promoted)
 
 
 @contextmanager
@@ -185,18 +193,31 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 
 def _journal_next_range(rpc: RpcClient, store: Store, chain: ChainConfig,
-                        controller: RangeController | None, *, from_block: int, head: int,
-                        confirmed: int, promoted: int) -> ScanResult:
+                        controller: RangeController | None, prefetch: LogPrefetcher | None,
+                        *, from_block: int, head: int, confirmed: int,
+                        promoted: int) -> ScanResult:
     """Fetch, decode and journal the range starting at ``from_block`` (one step)."""
     assert chain.subscription_contract is not None
     # One served eth_getLogs plus the end block's header from the same node; the controller
     # shrinks the span on providers' range/size refusals and grows it back slowly.
-    batch = rpc.fetch_logs(from_block, head, address=chain.subscription_contract,
-                           controller=controller
-                           or RangeController.for_listener(chain.max_block_range))
-    to_block = batch.to_block
+    if prefetch is not None:
+        controller = prefetch.controller
+    batch = prefetch.take(from_block, confirmed) if prefetch is not None else None
+    if batch is None:
+        batch = rpc.fetch_logs(from_block, head, address=chain.subscription_contract,
+                               controller=controller
+                               or RangeController.for_listener(chain.max_block_range))
+    to_block, logs = batch.to_block, batch.logs
     end_hash, end_time = _hash(batch.to_header), _num(batch.to_header["timestamp"])
-    decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in batch.logs]
+    del batch
+    decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in logs]
+    del logs
+    if prefetch is not None and to_block < confirmed:
+        # Only now: this parsed reply is released before the next one arrives, so a
+        # prefetching catch-up holds one reply plus one decoded range (and the controller
+        # aims each at half the usual logs). The next range is served and parsed while
+        # this one is committed.
+        prefetch.start(to_block + 1, confirmed)
     times = block_times_for(rpc, decoded, {to_block: end_time})
 
     if to_block <= confirmed:

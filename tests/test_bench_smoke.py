@@ -138,6 +138,12 @@ def test_cli_runs_all_paths_and_prints_json(tmp_path: Path,
         assert path["events"] == 60 and len(path["seconds"]) == 2
         assert path["min_events_per_s"] <= path["median_events_per_s"] <= path["max_events_per_s"]
     assert report["paths"][0]["ratio_vs_baseline"] == 1.0
+    medians = {p["key"]: p["median_events_per_s"] for p in report["paths"]}
+    ratios = report["ratios"]
+    assert set(ratios) == {"ours_vs_web3_batched", "ceiling_over_ours",
+                           "ceiling_orjson_over_ours"}
+    assert ratios["ceiling_over_ours"] == pytest.approx(
+        medians["ceiling"] / medians["ours-journal"], abs=0.01)
     assert list(tmp_path.iterdir()) == []  # the temp workdir is cleaned up
 
 

@@ -283,6 +283,19 @@ def test_the_listener_controller_bounds_logs_per_response() -> None:
     assert c.end_for(2001, 10**9) == 2000 + 500
 
 
+def test_two_replies_in_flight_share_the_logs_budget() -> None:
+    """With a prefetcher two replies are held at once: each aims at half the logs."""
+    import pytest
+
+    from listener.log_ranges import TARGET_LOGS_PER_REQUEST
+
+    c = RangeController.for_listener(2000, in_flight=2)
+    c.on_success(1, 2000, 4 * TARGET_LOGS_PER_REQUEST)
+    assert c.end_for(2001, 10**9) == 2000 + 250
+    with pytest.raises(ValueError, match="in_flight"):
+        RangeController.for_listener(2000, in_flight=0)
+
+
 def test_the_scan_step_pauses_the_cyclic_gc_and_always_restores_it() -> None:
     import gc
 

@@ -67,3 +67,20 @@ def test_cloud_init_templates_and_variables() -> None:
         path = ROOT / body["path"]
         assert path.exists(), name
         assert sorted(body["variables"]) == sorted(list_variables(path.read_text()))
+
+
+def test_python_api_names_exist() -> None:
+    """Every ``python_api`` entry names something importable (``module: {Name[.attr]: …}``)."""
+    import importlib
+
+    missing = []
+    for module_name, names in SPEC["python_api"].items():
+        module = importlib.import_module(module_name)
+        for dotted in names:
+            target: object = module
+            for part in dotted.split("."):
+                if not hasattr(target, part):
+                    missing.append(f"{module_name}.{dotted}")
+                    break
+                target = getattr(target, part)
+    assert missing == []

@@ -19,6 +19,8 @@ from listener.config import ChainConfig
 from listener.contracts import build_transaction, deploy_all, load_artifact, send_transaction
 from listener.devchain import DEV_PRIVATE_KEYS, Anvil
 from listener.rpc import RpcClient
+from listener.log_ranges import RangeController
+from listener.prefetch import LogPrefetcher
 from listener.scanner import Outcome, find_common_ancestor, scan_once
 from listener.store import Store
 
@@ -31,6 +33,10 @@ class Chain:
     subs_address: str
     user: LocalAccount
     store: Store
+    #: "prefetch": scan like the daemon, fetching the next confirmed range ahead.
+    mode: str = "direct"
+    controller: RangeController | None = None
+    prefetch: LogPrefetcher | None = None
 
     def config(self, confirmations: int) -> ChainConfig:
         return ChainConfig(rpc_urls=[self.url], subscription_contract=self.subs_address,
@@ -59,8 +65,13 @@ class Chain:
     def drain(self, config: ChainConfig) -> list[Outcome]:
         """Scan until nothing is left to do; the outcomes seen on the way."""
         seen = []
+        if self.mode == "prefetch" and self.prefetch is None:
+            self.controller = RangeController.for_listener(config.max_block_range)
+            self.prefetch = LogPrefetcher(self.rpc, address=self.subs_address,
+                                          controller=self.controller)
         for _ in range(50):
-            result = scan_once(self.rpc, self.store, config)
+            result = scan_once(self.rpc, self.store, config, self.controller,
+                               prefetch=self.prefetch)
             seen.append(result.outcome)
             if result.outcome in (Outcome.NOTHING_NEW, Outcome.HALTED):
                 return seen
@@ -73,8 +84,8 @@ class Chain:
         return [(r[0], r[1], r[2]) for r in rows]
 
 
-@pytest.fixture
-def chain(anvil: Anvil, w3: Web3, tmp_path: Path) -> Iterator[Chain]:
+@pytest.fixture(params=["direct", "prefetch"])
+def chain(anvil: Anvil, w3: Web3, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Chain]:
     deployment = deploy_all(w3, DEV_PRIVATE_KEYS[0])
     operator = Account.from_key(DEV_PRIVATE_KEYS[0])
     user = Account.from_key(DEV_PRIVATE_KEYS[1])
@@ -84,7 +95,8 @@ def chain(anvil: Anvil, w3: Web3, tmp_path: Path) -> Iterator[Chain]:
     send_transaction(w3, user, coin.functions.approve(deployment.subscriptions, 10**12))
     store = Store.open(tmp_path / "chain.db")
     try:
-        yield Chain(w3, anvil.url, RpcClient([anvil.url]), deployment.subscriptions, user, store)
+        yield Chain(w3, anvil.url, RpcClient([anvil.url]), deployment.subscriptions, user, store,
+                    mode=request.param)
     finally:
         store.close()
 
@@ -165,6 +177,34 @@ def test_a_confirmed_range_is_applied_in_one_step(chain: Chain) -> None:
     head = chain.w3.eth.block_number
     assert state.cursor == head and state.applied_block == head - 5
     assert state.chain_time == chain.w3.eth.get_block(head - 5).timestamp
+
+
+def test_a_long_catch_up_then_a_reorg_near_the_head(chain: Chain) -> None:
+    """Several confirmed ranges in a row (fetched ahead in prefetch mode), then a shallow
+    reorg that replaces the newest purchase's block: the older facts stay, the orphaned
+    purchase is dropped and the re-mined one is applied once."""
+    for _ in range(3):
+        chain.send_raw(chain.signed_buy())
+        chain.mine(60)
+    config = chain.config(confirmations=5)
+    chain.drain(config)
+    assert [s.id for s in chain.store.subscriptions()] == [1, 2, 3]
+    if chain.mode == "prefetch":
+        assert chain.prefetch is not None and chain.prefetch.used >= 2
+
+    raw = chain.signed_buy()
+    first_block = chain.send_raw(raw)
+    chain.mine(1)
+    chain.drain(config)
+    assert [e[0] for e in chain.created_events()] == [1, 2, 3, 4]
+    chain.reorg(2, [(raw, 1)])  # the purchase moves one block later
+    chain.mine(100)
+    assert Outcome.REORGED in chain.drain(config)
+    events = chain.created_events()
+    assert [(e[0], e[2]) for e in events] == [(1, 1), (2, 1), (3, 1), (4, 1)]
+    assert events[-1][1] != first_block
+    assert [s.id for s in chain.store.subscriptions()] == [1, 2, 3, 4]
+    assert chain.store.reorg_count() == (1, 0)
 
 
 def test_finalized_tag_counts_as_the_confirmed_head(chain: Chain) -> None:
