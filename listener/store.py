@@ -426,8 +426,7 @@ class Store:
                 elif entry.subscription_id is not None:
                     touched.add(entry.subscription_id)
             new = len(fresh)
-            for subscription_id in sorted(touched):
-                self._refold(subscription_id)
+            self._refold(touched)
         return new
 
     def event_hash_at(self, block_number: int, log_index: int) -> set[str]:
@@ -437,15 +436,22 @@ class Store:
             (block_number, log_index))
         return {str(r[0]) for r in rows}
 
-    def _refold(self, subscription_id: int) -> None:
-        """Recompute one subscription's chain facts from its applied events, in chain order."""
-        self.conn.execute(
+    def _refold(self, subscription_ids: Iterable[int]) -> None:
+        """Recompute these subscriptions' chain facts from their applied events, in chain order.
+
+        One pass over the journal for all of them: a scan per subscription made filling a
+        large gap quadratic (4,000 missing purchases over a 20,000-event journal: 37 s)."""
+        ids = sorted(set(subscription_ids))
+        if not ids:
+            return
+        self.conn.executemany(
             "UPDATE subscriptions SET cancelled = 0, cancelled_at = NULL WHERE id = ?",
-            (subscription_id,))
+            [(i,) for i in ids])
         rows = self.conn.execute(
-            "SELECT * FROM events WHERE subscription_id = ? AND applied = 1"
+            "SELECT * FROM events WHERE applied = 1"
+            " AND subscription_id IN (SELECT value FROM json_each(?))"
             " AND (rejected IS NULL OR rejected LIKE '%unknown subscription')"
-            " ORDER BY block_number, log_index", (subscription_id,)).fetchall()
+            " ORDER BY subscription_id, block_number, log_index", (json.dumps(ids),)).fetchall()
         for row in rows:
             if row["name"] not in ACTIONABLE:
                 continue
