@@ -80,9 +80,10 @@ def find_common_ancestor(window: list[tuple[int, str]],
     return None
 
 
-def _check_reorg(rpc: RpcClient, store: Store, cursor: int, cursor_hash: str) -> ScanResult | None:
-    """None if the cursor block is still canonical; otherwise handle the reorg."""
-    if _hash(rpc.get_block(cursor)) == cursor_hash:
+def _check_reorg(rpc: RpcClient, store: Store, cursor: int, cursor_hash: str,
+                 cursor_block: dict[str, Any]) -> ScanResult | None:
+    """None if the cursor block (just read) is still canonical; otherwise handle the reorg."""
+    if _hash(cursor_block) == cursor_hash:
         return None
 
     def canonical(number: int) -> str | None:
@@ -145,7 +146,11 @@ def scan_once(rpc: RpcClient, store: Store, chain: ChainConfig,
     state = store.chain_state()
     if state.halted_reason:
         return ScanResult(Outcome.HALTED)
-    head = rpc.block_number()
+    cursor_block: dict[str, Any] | None = None
+    if state.cursor is not None and state.cursor_hash is not None:
+        head, cursor_block = rpc.head_and_block(state.cursor)  # one round trip for both
+    else:
+        head = rpc.block_number()
     confirmed = confirmed_head(rpc, chain.confirmations, head)
     store.record_heads(head, confirmed)
 
@@ -155,7 +160,9 @@ def scan_once(rpc: RpcClient, store: Store, chain: ChainConfig,
         log.info("chain.head_behind_cursor", head=head, cursor=state.cursor)
         return ScanResult(Outcome.NOTHING_NEW)
     if state.cursor is not None and state.cursor_hash is not None:
-        reorg = _check_reorg(rpc, store, state.cursor, state.cursor_hash)
+        if cursor_block is None:  # only when head < cursor, handled above
+            raise TransientRpcError(f"block {state.cursor} not available")
+        reorg = _check_reorg(rpc, store, state.cursor, state.cursor_hash, cursor_block)
         if reorg is not None:
             if prefetch is not None:
                 prefetch.discard()

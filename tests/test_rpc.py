@@ -179,6 +179,41 @@ def test_lagging_only_node_gives_a_transient_error(chain: Anvil) -> None:
         assert rpc.get_block(head - 3)["number"] == hex(head - 3)
 
 
+def test_head_and_cursor_block_come_in_one_request(chain: Anvil) -> None:
+    head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
+    with RpcProxy(chain.url) as proxy:
+        rpc = client(proxy.url)
+        rpc.chain_id()
+        before = proxy.requests
+        got_head, header = rpc.head_and_block(head - 2)
+        assert proxy.requests == before + 1
+        assert got_head == head and header is not None and header["number"] == hex(head - 2)
+
+
+def test_a_cursor_ahead_of_every_node_is_not_an_error(chain: Anvil) -> None:
+    """A single node behind the cursor (lagging, or a shorter fork): no header, no retries;
+    the scanner then waits."""
+    head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
+    with RpcProxy(chain.url) as node:
+        rpc = client(node.url, attempts=3)
+        assert rpc.block_number() == head
+        node.settings.lag_blocks = 3  # the only node now reports a lower head
+        assert rpc.head_and_block(head - 1) == (head - 3, None)
+        assert node.methods["eth_blockNumber"] == 2
+
+
+def test_a_node_lacking_a_block_another_node_has_is_failed_over(chain: Anvil) -> None:
+    head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
+    with RpcProxy(chain.url) as good, RpcProxy(chain.url, lag_blocks=4) as lagging:
+        rpc = client(good.url, lagging.url, good.url)
+        assert rpc.block_number() == head  # the good node set the highest head seen
+        good.settings.schedule = ["http_503"]  # one failure moves us to the lagging node
+        got_head, header = rpc.head_and_block(head - 1)
+        assert got_head == head and header is not None and header["number"] == hex(head - 1)
+        assert lagging.methods["eth_getBlockByNumber"] == 1  # asked, refused as behind
+        assert rpc.url == good.url
+
+
 def test_transient_errors_give_up_after_the_attempts(chain: Anvil) -> None:
     with RpcProxy(chain.url, fault_rate=1.0, fault_kinds=("http_429",)) as proxy:
         with pytest.raises(TransientRpcError, match="HTTP 429"):
