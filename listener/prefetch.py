@@ -73,6 +73,15 @@ class LogPrefetcher:
         threading.Thread(target=self._fetch, args=(pending,), name="log-prefetch",
                          daemon=True).start()
 
+    def fetch(self, from_block: int, to_block: int, *, confirmed: int) -> LogBatch:
+        """The served range starting at ``from_block``: the prefetched batch if it is exactly
+        that range (see :meth:`take`), otherwise fetched now on this thread."""
+        batch = self.take(from_block, confirmed)
+        if batch is None:
+            batch = self.rpc.fetch_logs(from_block, to_block, address=self.address,
+                                        controller=self.controller)
+        return batch
+
     def take(self, from_block: int, confirmed: int) -> LogBatch | None:
         """The prefetched batch if it is exactly the range that starts at ``from_block``
         and lies within ``confirmed``; otherwise None (and the fetch is dropped)."""

@@ -98,12 +98,12 @@ def _replay_range(rpc: RpcClient, store: Store, chain: ChainConfig, prefetch: Lo
                   on_progress: Callable[[int, int], None]) -> int:
     """Fetch one served range from ``start``, fill its gaps; return the next start block."""
     assert chain.subscription_contract is not None
-    batch = prefetch.take(start, to_block) or rpc.fetch_logs(
-        start, to_block, address=chain.subscription_contract, controller=prefetch.controller)
+    batch = prefetch.fetch(start, to_block, confirmed=to_block)
     end = batch.to_block
-    if end < to_block:
-        prefetch.start(end + 1, to_block)
     decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in batch.logs]
+    del batch
+    if end < to_block:  # as in the scanner: only once this reply is decoded and released
+        prefetch.start(end + 1, to_block)
     missing: list[DecodedLog] = []
     for entry in decoded:
         report.events_seen += 1

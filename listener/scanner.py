@@ -208,9 +208,8 @@ def _journal_next_range(rpc: RpcClient, store: Store, chain: ChainConfig,
     # One served eth_getLogs plus the end block's header from the same node; the controller
     # shrinks the span on providers' range/size refusals and grows it back slowly.
     if prefetch is not None:
-        controller = prefetch.controller
-    batch = prefetch.take(from_block, confirmed) if prefetch is not None else None
-    if batch is None:
+        batch = prefetch.fetch(from_block, head, confirmed=confirmed)
+    else:
         batch = rpc.fetch_logs(from_block, head, address=chain.subscription_contract,
                                controller=controller
                                or RangeController.for_listener(chain.max_block_range))
