@@ -22,7 +22,6 @@ Exit codes: 0 done, 1 the chain, simulator or listener failed or an event never 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -45,7 +44,16 @@ from eth_abi import encode as abi_encode
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli_args import add_output_options, positive_float, positive_int
+from bench.cli_args import (
+    add_output_options,
+    add_subset_option,
+    command_line,
+    parse_subset,
+    positive_float,
+    positive_int,
+    print_json,
+    report_console,
+)
 from bench.emitter import EMITTER_ADDRESS, GAS_PER_CALL, GAS_PER_LOG, SENDER, JsonRpc, \
     emitter_runtime
 from listener.devchain import Anvil, start_anvil
@@ -313,8 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="events (one per block) per mode (default 30)")
     parser.add_argument("--poll-interval", type=positive_float, default=0.5,
                         help="chain.poll_interval of both listeners, seconds (default 0.5)")
-    parser.add_argument("--modes", default=",".join(MODES),
-                        help=f"comma-separated subset of: {', '.join(MODES)}")
+    add_subset_option(parser, "--modes", MODES)
     parser.add_argument("--seed", type=int, default=7, help="seed of the random pauses")
     add_output_options(parser, workdir_help="where logs and databases go (default: a temp dir, removed)")
     return parser
@@ -323,12 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    if not modes or set(modes) - set(MODES):
-        parser.error(f"--modes must be a subset of {', '.join(MODES)}, got {args.modes!r}")
-    console = Console(stderr=args.json)
-    if not console.is_terminal:
-        console.width = 100  # a log file or pipe: keep table rows on one line each
+    modes = tuple(parse_subset(parser, "--modes", args.modes, MODES))
+    console = report_console(args.json, width=100)
     try:
         with ExitStack() as stack:
             workdir = args.workdir or Path(stack.enter_context(
@@ -341,12 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     render(results, args.poll_interval, console)
     if args.json:
-        json.dump({"command": " ".join(["python -m bench.latency",
-                                        *(sys.argv[1:] if argv is None else argv)]),
-                   "poll_interval": args.poll_interval, "confirmations": 0,
-                   "environment": environment(),
-                   "modes": [r.summary() for r in results]}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json({"command": command_line("python -m bench.latency", argv),
+                    "poll_interval": args.poll_interval, "confirmations": 0,
+                    "environment": environment(),
+                    "modes": [r.summary() for r in results]})
     return 0
 
 

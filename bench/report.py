@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from importlib.metadata import version
 from typing import Any
 
@@ -107,7 +106,3 @@ def render_table(run: BenchRun, console: Console) -> None:
     console.print(f"python {env['python']}, web3 {env['web3']}, eth-abi {env['eth_abi']}, "
                   f"{env['cpus']} CPUs (shared with anvil); events produced in "
                   f"{w.seconds:.1f} s; peak RSS of the bench process {run.peak_rss_mb:.0f} MB")
-
-
-def command_line() -> str:
-    return "python -m bench " + " ".join(sys.argv[1:])

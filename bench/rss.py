@@ -30,7 +30,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli_args import add_output_options, positive_int
+from bench.cli_args import (
+    add_output_options,
+    add_subset_option,
+    add_workload_options,
+    command_line,
+    parse_subset,
+    print_json,
+    report_console,
+)
 from bench.emitter import JsonRpc, Workload, produce
 from bench.report import environment
 from listener.devchain import start_anvil
@@ -294,12 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "fresh process, for the listener's path and web3 batched.")
     parser.add_argument("--events", type=_sizes, default=[25_000, 50_000, 100_000],
                         help="comma-separated sizes (default 25000,50000,100000)")
-    parser.add_argument("--events-per-block", type=positive_int, default=100,
-                        help="events mined per block (default 100)")
-    parser.add_argument("--block-range", type=positive_int, default=100,
-                        help="blocks per eth_getLogs request (default 100)")
-    parser.add_argument("--paths", default=",".join(PATH_KEYS),
-                        help=f"comma-separated subset of: {', '.join(PATH_KEYS)}")
+    add_workload_options(parser)
+    add_subset_option(parser, "--paths", PATH_KEYS)
     parser.add_argument("--limit-mb", type=float, default=LIMIT_MB,
                         help="peak RSS allowed at the largest size (default 150)")
     add_output_options(parser, workdir_help="where anvil's log and the SQLite files go (default: temp dir)")
@@ -312,12 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return child_main(args.child)
-    paths = [key.strip() for key in args.paths.split(",") if key.strip()]
-    if not paths or set(paths) - set(PATH_KEYS):
-        parser.error(f"--paths: choose from {', '.join(PATH_KEYS)}")
-    console = Console(stderr=args.json)
-    if not console.is_terminal:
-        console.width = 120
+    paths = parse_subset(parser, "--paths", args.paths, PATH_KEYS)
+    console = report_console(args.json, width=120)
     try:
         run = run_rss(sizes=args.events, events_per_block=args.events_per_block,
                       block_range=args.block_range, paths=paths, limit_mb=args.limit_mb,
@@ -327,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     render_table(run, console)
     if args.json:
-        command = "python -m bench.rss " + " ".join(sys.argv[1:] if argv is None else argv)
-        json.dump(to_json(run, command), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(to_json(run, command_line("python -m bench.rss", argv)))
     return 0
 
 

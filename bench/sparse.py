@@ -19,7 +19,6 @@ the node could not be started, 2 bad arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import subprocess
@@ -40,7 +39,13 @@ from web3 import Web3
 
 from provisioner.processes import terminate
 from provisioner.sqlite_db import connect
-from bench.cli_args import add_output_options, positive_int
+from bench.cli_args import (
+    add_output_options,
+    command_line,
+    positive_int,
+    print_json,
+    report_console,
+)
 from bench.report import environment
 from bench.synthchain import DEFAULT_CHAIN_ID, ERROR_STYLES
 from listener.config import ChainConfig
@@ -367,9 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--chunk {args.chunk} is above the node's --max-range "
                              f"{args.max_range}: the baseline would only see refusals")
     _quiet_logs()
-    console = Console(stderr=args.json)
-    if not console.is_terminal:
-        console.width = 140
+    console = report_console(args.json, width=140)
     try:
         run = run_sparse(blocks=args.blocks, max_range=args.max_range,
                          error_style=args.error_style, repeat=args.repeat,
@@ -385,9 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     render_table(run, console)
     if args.json:
-        command = "python -m bench.sparse " + " ".join(sys.argv[1:] if argv is None else argv)
-        json.dump(to_json(run, command), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(to_json(run, command_line("python -m bench.sparse", argv)))
     return 0
 
 
