@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from eth_abi import encode
+from eth_utils import to_checksum_address as eth_utils_checksum
 
 from listener.events import EVENT_TOPICS, TOPIC_TO_EVENT, decode_log
 from listener.store import Store
@@ -269,6 +270,27 @@ class TestCreatedFastPath:
         assert _decode_created_data(bytes(data[:-32])) is None
 
 
+class TestChecksum:
+    """The decoder's compiled EIP-55 (cchecksum) against eth_utils' reference one."""
+
+    @given(st.binary(min_size=20, max_size=20))
+    def test_agrees_with_eth_utils(self, raw: bytes) -> None:
+        from listener.events import checksum_address, to_checksum_address
+
+        want = eth_utils_checksum(raw)
+        assert checksum_address(raw) == want
+        assert checksum_address("0x" + raw.hex()) == want
+        assert checksum_address("0x" + raw.hex().upper()) == want
+        assert to_checksum_address(raw) == want
+
+    @pytest.mark.parametrize("bad", ["0x123", "0x" + "g" * 40, b"\x00" * 19, " 0x" + "ab" * 20])
+    def test_malformed_addresses_raise_value_error(self, bad: object) -> None:
+        from listener.events import checksum_address
+
+        with pytest.raises(ValueError):
+            checksum_address(bad)
+
+
 class TestFastPath:
     """decode_log's SubscriptionCreated fast path against the strict decoder."""
 
@@ -290,21 +312,25 @@ class TestFastPath:
     @given(sub_id=st.integers(0, 2**256 - 1), plan=st.integers(0, 2**256 - 1),
            expires=st.integers(0, 2**256 - 1), paid=st.integers(0, 2**256 - 1),
            token=st.binary(min_size=20, max_size=20), blob=st.binary(max_size=600),
-           upper=st.booleans())
+           subscriber=st.binary(min_size=20, max_size=20), upper=st.booleans())
     def test_valid_logs_decode_identically(self, sub_id: int, plan: int, expires: int,
                                            paid: int, token: bytes, blob: bytes,
-                                           upper: bool) -> None:
+                                           subscriber: bytes, upper: bool) -> None:
         data = encode(["uint256", "uint256", "address", "bytes"], [expires, paid, token, blob])
         log = raw_log("SubscriptionCreated", [topic_int(sub_id), topic_int(plan),
-                                              topic_addr(SUBSCRIBER)], data)
+                                              topic_addr("0x" + subscriber.hex())], data)
         if upper:
             log["data"] = "0x" + log["data"][2:].upper()
             log["topics"] = [t if i == 0 else "0x" + t[2:].upper()
                              for i, t in enumerate(log["topics"])]
         from listener.events import _fast_created
 
-        assert _fast_created(log, CONTRACT) is not None
+        fast = _fast_created(log, CONTRACT)
+        assert fast is not None
         self.same(log)
+        # the reference EIP-55 (eth_utils), not only the strict path, which shares our helper
+        assert fast.args["subscriber"] == eth_utils_checksum(subscriber)
+        assert fast.args["paymentToken"] == eth_utils_checksum(token)
 
     @given(position=st.integers(0, 700), junk=st.sampled_from(["_", " ", "g", "0", "1", "F"]),
            field=st.sampled_from(["data", "t1", "t2", "t3"]))
