@@ -5,8 +5,10 @@ at ~120 events/s even with anvil's unlocked ``eth_sendTransaction`` (no signing 
 i.e. ~14 minutes for 100,000 events. Instead a tiny hand-assembled contract is installed
 with ``anvil_setCode``: each call emits ``count`` LOG4s with exactly the topics and ABI data
 layout of ``BlockhostSubscriptions.SubscriptionCreated`` (the signature comes from
-``listener.events``), ``subscriptionId`` running from ``start``. The logs a listener sees are
-byte-for-byte what the real contract would emit for those values, so decoding cost is real.
+``listener.events``), ``subscriptionId`` running from ``start``, each log from a different
+subscriber (a replay meets mostly distinct wallets, and each costs an EIP-55 checksum). The
+logs a listener sees are byte-for-byte what the real contract would emit for those values, so
+decoding cost is real.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ EMITTER_ADDRESS = to_checksum_address("0x00000000000000000000000000000000b10c405
 #: anvil's first unlocked development account sends the calls.
 SENDER = to_checksum_address("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266")
 PLAN_ID = 1
-SUBSCRIBER = to_checksum_address("0x70997970c51812dc3a010c8f3e27b4fa9ca0d79c")
+#: Subscription ``i`` is bought by the address ``SUBSCRIBER_BASE + i``: a distinct wallet per
+#: event, so no cache of checksummed addresses can flatter a path.
+SUBSCRIBER_BASE = 0x70997970C51812DC3A010C8F3E27B4FA9CA00000
 PAYMENT_TOKEN = to_checksum_address("0x5fbdb2315678afecb367f032d93f642f64180aa3")
 PAID_AMOUNT = 3_000_000
 #: ``expiresAt`` of subscription ``i`` is ``EXPIRES_BASE + i`` (so every log's data differs).
@@ -53,7 +57,8 @@ class EmittedEvent:
 
 
 def expected_event(subscription_id: int) -> EmittedEvent:
-    return EmittedEvent(subscription_id, PLAN_ID, SUBSCRIBER, EXPIRES_BASE + subscription_id,
+    subscriber = to_checksum_address(f"0x{SUBSCRIBER_BASE + subscription_id:040x}")
+    return EmittedEvent(subscription_id, PLAN_ID, subscriber, EXPIRES_BASE + subscription_id,
                         PAID_AMOUNT, PAYMENT_TOKEN, USER_ENCRYPTED)
 
 
@@ -71,7 +76,6 @@ def emitter_runtime() -> bytes:
     template = abi_encode(["uint256", "uint256", "address", "bytes"],
                           [EXPIRES_BASE, PAID_AMOUNT, PAYMENT_TOKEN, USER_ENCRYPTED])
     topic0 = int(EVENT_TOPICS["SubscriptionCreated"], 16)
-    subscriber = int(SUBSCRIBER, 16)
     size = len(template)
 
     def assemble(loop: int, exit_: int, data_at: int) -> tuple[bytes, int, int]:
@@ -86,7 +90,8 @@ def emitter_runtime() -> bytes:
             b"\x5b",                                                    # loop: JUMPDEST
             b"\x81\x81\x10\x15", _push(exit_, 2), b"\x57",              # if !(i < end) goto exit
             _push(EXPIRES_BASE, 4), b"\x81\x01", _push(0, 1), b"\x52",  # mstore(0, BASE + i)
-            _push(subscriber, 20), _push(PLAN_ID, 1), b"\x82",          # topics 3, 2, 1 (= i)
+            _push(SUBSCRIBER_BASE, 20), b"\x81\x01",                     # BASE + i
+            _push(PLAN_ID, 1), b"\x82",                                 # topics 3, 2, 1 (= i)
             _push(topic0, 32), _push(size, 2), _push(0, 1), b"\xa4",    # LOG4(0, size, ...)
             _push(1, 1), b"\x01",                                       # i += 1
             _push(loop, 2), b"\x56",                                    # goto loop
