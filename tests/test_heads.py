@@ -139,7 +139,8 @@ def test_reconnects_after_the_socket_is_cut(anvil: Anvil, forwarder: Forwarder,
     assert watcher.wait_for_head(15.0)
 
     forwarder.cut()
-    until(lambda: watcher.sessions == 2 and watcher.connected)
+    # `connected` flips just before the callback runs, so wait for the callback's record too
+    until(lambda: watcher.sessions == 2 and watcher.connected and len(connected_log) == 3)
     assert forwarder.accepted == 2
     assert connected_log == [True, False, True]
     head = int(str(rpc(anvil, "eth_blockNumber")), 16)
