@@ -270,6 +270,77 @@ class TestCreatedFastPath:
         assert _decode_created_data(bytes(data[:-32])) is None
 
 
+class TestStaticDataFastPath:
+    """The word-by-word decoder of one-word-only data against eth_abi: equal values when it
+    decodes, None (eth_abi then judges) for everything else, never a different verdict."""
+
+    STATIC_EVENTS = ("SubscriptionExtended", "PrimaryStablecoinSet", "FundsWithdrawn")
+
+    @staticmethod
+    def reference(types: tuple[str, ...], data: bytes) -> list | None:
+        from eth_abi import decode as abi_decode
+
+        try:
+            values = abi_decode(list(types), data)
+        except Exception:  # noqa: BLE001 - any eth_abi refusal
+            return None
+        return [eth_utils_checksum(v) if t == "address" else v for t, v in zip(types, values)]
+
+    @given(st.data())
+    def test_canonical_data_decodes_like_eth_abi(self, data: st.DataObject) -> None:
+        from listener.events import EVENT_ABI, _decode_static_data
+
+        name = data.draw(st.sampled_from(self.STATIC_EVENTS))
+        types = tuple(t for _, t in EVENT_ABI[name][1])
+        values = [data.draw(st.binary(min_size=20, max_size=20)) if t == "address"
+                  else data.draw(st.booleans()) if t == "bool"
+                  else data.draw(st.integers(0, 2 ** int(t[4:]) - 1)) for t in types]
+        encoded = encode(list(types), values)
+        assert _decode_static_data(types, encoded) == self.reference(types, encoded)
+        assert _decode_static_data(types, encoded) is not None
+
+    @given(types=st.lists(st.sampled_from(["uint256", "uint8", "address", "bool", "uint64"]),
+                          min_size=1, max_size=3).map(tuple),
+           words=st.lists(st.sampled_from([bytes(32), b"\x01".rjust(32, b"\0"),
+                                           b"\x02".rjust(32, b"\0"), b"\xff" * 32,
+                                           b"\x01" + bytes(31), b"\x07" * 20 + bytes(12),
+                                           bytes(12) + b"\x07" * 20, b"\x01" * 32]),
+                          min_size=0, max_size=4),
+           tail=st.binary(max_size=40))
+    def test_any_data_gets_eth_abis_verdict_or_none(self, types: tuple[str, ...],
+                                                    words: list[bytes], tail: bytes) -> None:
+        from listener.events import _decode_static_data
+
+        blob = b"".join(words) + tail
+        ours = _decode_static_data(types, blob)
+        if ours is not None:
+            assert ours == self.reference(types, blob)
+
+    def test_non_canonical_encodings_fall_back(self) -> None:
+        from listener.events import _decode_static_data
+
+        types = ("uint256", "uint256", "address")
+        good = encode(list(types), [1, 2, b"\x11" * 20])
+        assert _decode_static_data(types, good) == [1, 2, eth_utils_checksum(b"\x11" * 20)]
+        assert _decode_static_data(types, good + bytes(32)) is None  # trailing word
+        assert _decode_static_data(types, good[:-1]) is None
+        dirty = bytearray(good)
+        dirty[64] = 1  # the address word's padding
+        assert _decode_static_data(types, bytes(dirty)) is None
+        assert _decode_static_data(("uint8",), (256).to_bytes(32, "big")) is None
+        assert _decode_static_data(("bool",), (2).to_bytes(32, "big")) is None
+        assert _decode_static_data(("string",), bytes(32)) is None
+
+    def test_extension_logs_decode_through_it(self) -> None:
+        log = extended(7, 1_900_000_123)
+        decoded = decode_log(log, contract=CONTRACT)
+        assert decoded.rejected is None
+        assert decoded.args == {"subscriptionId": 7, "planId": 1,
+                                "extendedBy": eth_utils_checksum(SUBSCRIBER),
+                                "newExpiresAt": 1_900_000_123, "paidAmount": 500,
+                                "paymentToken": eth_utils_checksum(CONTRACT)}
+
+
 class TestChecksum:
     """The decoder's compiled EIP-55 (cchecksum) against eth_utils' reference one."""
 
