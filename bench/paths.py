@@ -101,11 +101,19 @@ def web3_naive(replay: Replay, db: Path) -> int:
 def web3_batched(replay: Replay, db: Path) -> int:
     """(b) web3's contract-event decoding, but one ``executemany`` transaction per range."""
     event = _web3_event(replay)
+    return _executemany_per_range(replay, db, lambda _, start, end: [
+        _web3_row(log) for log in event.get_logs(from_block=start, to_block=end)])
+
+
+def _executemany_per_range(replay: Replay, db: Path,
+                           rows_for: Callable[[int, int, int], list[Row]]) -> int:
+    """The batched baselines' shared loop: ``rows_for(request_id, start, end)`` per range,
+    each range's rows in one ``executemany`` transaction; returns the rows written."""
     store = Store.open(db)
     try:
         count = 0
-        for start, end in replay.ranges():
-            rows = [_web3_row(log) for log in event.get_logs(from_block=start, to_block=end)]
+        for request_id, (start, end) in enumerate(replay.ranges(), start=1):
+            rows = rows_for(request_id, start, end)
             with transaction(store.conn):
                 store.conn.executemany(INSERT_EVENT, rows)
             count += len(rows)
@@ -149,18 +157,9 @@ def ours_executemany(replay: Replay, db: Path) -> int:
     """(c') Same fetch and decode, but only the events rows via one ``executemany`` per range:
     the cost of journaling without applying facts row by row."""
     rpc = RpcClient([replay.url])
-    store = Store.open(db)
-    try:
-        count = 0
-        for start, end in replay.ranges():
-            rows = [_decoded_row(decode_log(log, contract=replay.address))
-                    for log in rpc.get_logs(replay.address, start, end)]
-            with transaction(store.conn):
-                store.conn.executemany(INSERT_EVENT, rows)
-            count += len(rows)
-        return count
-    finally:
-        store.close()
+    return _executemany_per_range(replay, db, lambda _, start, end: [
+        _decoded_row(decode_log(log, contract=replay.address))
+        for log in rpc.get_logs(replay.address, start, end)])
 
 
 def _post_get_logs(session: requests.Session, replay: Replay, request_id: int, start: int,
@@ -199,22 +198,12 @@ def eth_abi_executemany(replay: Replay, db: Path) -> int:
     """(c'') The recipe issue 7 quotes at 28,000-33,000 events/s on the machine its target
     was set on: raw ``eth_getLogs`` (requests + stdlib JSON), ``eth_abi.decode`` of each
     log's topics and data, one ``executemany`` of the events rows per range, one thread.
-    Measured here beside ``ours-journal``, it calibrates this host against that machine."""
+    Measured beside ``ours-journal``, it shows what that recipe does on this host."""
     created_topic = EVENT_TOPICS["SubscriptionCreated"]
     session = requests.Session()
-    store = Store.open(db)
-    try:
-        count = 0
-        for request_id, (start, end) in enumerate(replay.ranges(), start=1):
-            rows = [_eth_abi_row(log)
-                    for log in _post_get_logs(session, replay, request_id, start, end)
-                    if log["topics"][0].lower() == created_topic]
-            with transaction(store.conn):
-                store.conn.executemany(INSERT_EVENT, rows)
-            count += len(rows)
-        return count
-    finally:
-        store.close()
+    return _executemany_per_range(replay, db, lambda request_id, start, end: [
+        _eth_abi_row(log) for log in _post_get_logs(session, replay, request_id, start, end)
+        if log["topics"][0].lower() == created_topic])
 
 
 def transport_ceiling(replay: Replay, db: Path) -> int:  # noqa: ARG001 - no database here
