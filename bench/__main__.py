@@ -10,7 +10,6 @@ import argparse
 import logging
 import sys
 
-
 from bench.cli_args import (
     add_output_options,
     add_subset_option,

@@ -162,13 +162,17 @@ def ours_executemany(replay: Replay, db: Path) -> int:
         for log in rpc.get_logs(replay.address, start, end)])
 
 
+def _get_logs_request(replay: Replay, request_id: int, start: int, end: int) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "eth_getLogs",
+            "params": [{"address": replay.address, "fromBlock": hex(start),
+                        "toBlock": hex(end)}]}
+
+
 def _post_get_logs(session: requests.Session, replay: Replay, request_id: int, start: int,
                    end: int) -> list[dict[str, Any]]:
     """One plain ``eth_getLogs`` POST, parsed by requests' stdlib JSON."""
-    payload = {"jsonrpc": "2.0", "id": request_id, "method": "eth_getLogs",
-               "params": [{"address": replay.address, "fromBlock": hex(start),
-                           "toBlock": hex(end)}]}
-    response = session.post(replay.url, json=payload, timeout=120)
+    response = session.post(replay.url, json=_get_logs_request(replay, request_id, start, end),
+                            timeout=120)
     response.raise_for_status()
     result: list[dict[str, Any]] = response.json()["result"]
     return result
@@ -227,10 +231,9 @@ def transport_ceiling_orjson(replay: Replay, db: Path) -> int:  # noqa: ARG001 -
     gc.disable()
     try:
         for request_id, (start, end) in enumerate(replay.ranges(), start=1):
-            payload = {"jsonrpc": "2.0", "id": request_id, "method": "eth_getLogs",
-                       "params": [{"address": replay.address, "fromBlock": hex(start),
-                                   "toBlock": hex(end)}]}
-            response = session.post(replay.url, json=payload, timeout=120, stream=True)
+            response = session.post(replay.url,
+                                    json=_get_logs_request(replay, request_id, start, end),
+                                    timeout=120, stream=True)
             response.raise_for_status()
             count += len(orjson.loads(response.raw.read())["result"])
     finally:

@@ -296,17 +296,15 @@ def decode_log_strict(log: dict[str, Any], *, contract: str | None = None) -> De
         }
         data = bytes.fromhex(str(log.get("data", "0x"))[2:])
         fast = _decode_created_data(data) if name == "SubscriptionCreated" else None
-        types = tuple(t for _, t in data_fields)
-        static = None if fast is not None or not data_fields else _decode_static_data(types,
-                                                                                    data)
         if fast is not None:
             args.update(fast)
-        elif static is not None:
-            args.update(zip((field for field, _ in data_fields), static, strict=True))
         elif data_fields:
-            values = abi_decode(list(types), data)
-            for (field, typ), value in zip(data_fields, values, strict=True):
-                args[field] = to_checksum_address(value) if typ == "address" else value
+            types = tuple(t for _, t in data_fields)
+            values = _decode_static_data(types, data)
+            if values is None:  # not one-word values in the canonical encoding: eth_abi judges
+                values = [to_checksum_address(v) if t == "address" else v
+                          for t, v in zip(types, abi_decode(list(types), data), strict=True)]
+            args.update(zip((field for field, _ in data_fields), values, strict=True))
     except Exception as exc:  # noqa: BLE001 - any malformed log becomes a rejected row
         return DecodedLog(**meta, name=name, args={}, rejected=f"undecodable: {type(exc).__name__}")
     reason = _check_limits(name, args)

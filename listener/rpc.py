@@ -381,7 +381,7 @@ class RpcClient:
         """Logs of a fixed range, checked against the range end's header from the same node.
 
         Raises RangeTooLargeError if the provider refuses the range (no adaptation here;
-        see ``get_logs_adaptive``)."""
+        see :meth:`fetch_logs`)."""
         return self.fetch_logs_once(from_block, to_block, address=address).logs
 
     def fetch_logs_once(self, from_block: int, to_block: int, *,
@@ -442,16 +442,6 @@ class RpcClient:
                 continue
             controller.on_success(from_block, end, len(batch.logs))
             return batch
-
-    def get_logs_adaptive(self, from_block: int, to_block: int, *,
-                          address: str | list[str] | None, topics: list[Any] | None = None,
-                          controller: RangeController) -> tuple[list[dict[str, Any]], int]:
-        """Logs from ``from_block`` up to the returned last covered block (``<= to_block``).
-
-        Advance the cursor to exactly that block; call again for the rest of the range."""
-        batch = self.fetch_logs(from_block, to_block, address=address, topics=topics,
-                                controller=controller)
-        return batch.logs, batch.to_block
 
 
 def _read_body(response: requests.Response) -> bytes:

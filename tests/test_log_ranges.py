@@ -285,8 +285,6 @@ def test_the_listener_controller_bounds_logs_per_response() -> None:
 
 def test_two_replies_in_flight_share_the_logs_budget() -> None:
     """With a prefetcher two replies are held at once: each aims at half the logs."""
-    import pytest
-
     from listener.log_ranges import TARGET_LOGS_PER_REQUEST
 
     c = RangeController.for_listener(2000, in_flight=2)

@@ -105,9 +105,9 @@ def test_every_fault_shape_is_survived(chain: Anvil, fault: str) -> None:
     head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
     with RpcProxy(chain.url, schedule=[fault], timeout_sleep=1.0) as proxy:
         rpc = client(proxy.url)
-        logs, last = rpc.get_logs_adaptive(0, head, address=EMITTER_ADDRESS,
-                                           topics=[EMITTER_TOPIC],
-                                           controller=RangeController(1000))
+        batch = rpc.fetch_logs(0, head, address=EMITTER_ADDRESS, topics=[EMITTER_TOPIC],
+                               controller=RangeController(1000))
+        logs, last = batch.logs, batch.to_block
         if last == head:
             assert [key(e) for e in logs] == expected_logs(chain.url)
         else:  # a range refusal: the first half was served, the cursor moves to exactly it
@@ -160,8 +160,9 @@ def test_lagging_node_is_not_trusted_for_blocks_it_lacks(chain: Anvil, mode: str
     with (RpcProxy(chain.url, lag_blocks=4, lag_mode=mode) as lagging,
           RpcProxy(chain.url) as good):
         rpc = client(lagging.url, good.url)
-        logs, last = rpc.get_logs_adaptive(0, head, address=EMITTER_ADDRESS,
-                                           controller=RangeController(1000))
+        batch = rpc.fetch_logs(0, head, address=EMITTER_ADDRESS,
+                               controller=RangeController(1000))
+        logs, last = batch.logs, batch.to_block
         assert last == head
         assert [key(e) for e in logs] == expected_logs(chain.url)
         assert lagging.methods["eth_getLogs"] == 1
@@ -237,9 +238,10 @@ def test_block_span_limit_is_learned(chain: Anvil) -> None:
         controller = RangeController(64, grow_after=1)
         got, cursor = [], -1
         while cursor < head:
-            logs, cursor = rpc.get_logs_adaptive(cursor + 1, head, address=EMITTER_ADDRESS,
-                                                 controller=controller)
-            got += [key(e) for e in logs]
+            batch = rpc.fetch_logs(cursor + 1, head, address=EMITTER_ADDRESS,
+                                   controller=controller)
+            cursor = batch.to_block
+            got += [key(e) for e in batch.logs]
         assert got == expected_logs(chain.url)
         assert controller.ceiling <= 4
         assert sum(v for k, v in proxy.faults.items() if k.startswith("max_range:")) >= 1
@@ -255,9 +257,10 @@ def test_single_block_over_the_result_cap_gives_up_naming_it(chain: Anvil) -> No
         got, cursor = [], -1
         with pytest.raises(LogRangeError, match=f"single block {first_dense} "):
             while cursor < head:
-                logs, cursor = rpc.get_logs_adaptive(cursor + 1, head, address=EMITTER_ADDRESS,
-                                                     controller=controller)
-                got += [key(e) for e in logs]
+                batch = rpc.fetch_logs(cursor + 1, head, address=EMITTER_ADDRESS,
+                                       controller=controller)
+                cursor = batch.to_block
+                got += [key(e) for e in batch.logs]
         assert cursor == first_dense - 1
         assert got == [k for k in expected_logs(chain.url) if k[0] < first_dense]
         assert sum(proxy.faults.values()) >= 2
@@ -267,8 +270,9 @@ def test_provider_without_batches_is_served_call_by_call(chain: Anvil) -> None:
     head = int(RpcClient([chain.url]).call("eth_blockNumber"), 16)
     with RpcProxy(chain.url, no_batch=True) as proxy:
         rpc = client(proxy.url)
-        logs, last = rpc.get_logs_adaptive(0, head, address=EMITTER_ADDRESS,
-                                           controller=RangeController(1000))
+        batch = rpc.fetch_logs(0, head, address=EMITTER_ADDRESS,
+                               controller=RangeController(1000))
+        logs, last = batch.logs, batch.to_block
         assert last == head
         assert [key(e) for e in logs] == expected_logs(chain.url)
         assert proxy.faults["no_batch"] == 1

@@ -68,8 +68,9 @@ def scan(rpc: RpcClient, controller: RangeController, head: int) -> list[tuple]:
     got: list[tuple] = []
     cursor = -1
     while cursor < head:
-        logs, last = rpc.get_logs_adaptive(cursor + 1, head, address=EMITTER_ADDRESS,
-                                           topics=[EMITTER_TOPIC], controller=controller)
+        batch = rpc.fetch_logs(cursor + 1, head, address=EMITTER_ADDRESS,
+                               topics=[EMITTER_TOPIC], controller=controller)
+        logs, last = batch.logs, batch.to_block
         assert cursor < last <= head
         assert all(cursor < int(e["blockNumber"], 16) <= last for e in logs)
         got += [key(e) for e in logs]
