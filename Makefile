@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_JS := node_modules/.installed
 
-.PHONY: setup demo test test-fast bench bench-sparse bench-rss contracts clean
+.PHONY: setup demo lint test test-fast bench bench-sparse bench-rss contracts clean
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
@@ -20,6 +20,11 @@ $(STAMP_JS): package.json package-lock.json
 
 demo: setup
 	$(VENV)/bin/blockhost demo
+
+# ruff (rules in pyproject.toml) and mypy (strict on listener/ and provisioner/): part of `make test`.
+lint: setup
+	$(VENV)/bin/ruff check --no-cache listener provisioner bench tests
+	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collects nothing: that is a failure, not a pass.
 test: setup

@@ -24,7 +24,7 @@ from bench.paths import PATH_KEYS, PATHS
 from bench.report import render_table, to_json
 from bench.runner import BenchError, run_bench
 from listener.errors import UserError
-from listener.logging_setup import configure as configure_logs
+from listener.runtime.logging_setup import configure as configure_logs
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ at ~120 events/s even with anvil's unlocked ``eth_sendTransaction`` (no signing 
 i.e. ~14 minutes for 100,000 events. Instead a tiny hand-assembled contract is installed
 with ``anvil_setCode``: each call emits ``count`` LOG4s with exactly the topics and ABI data
 layout of ``BlockhostSubscriptions.SubscriptionCreated`` (the signature comes from
-``listener.events``), ``subscriptionId`` running from ``start``, each log from a different
+``listener.chain.events``), ``subscriptionId`` running from ``start``, each log from a different
 subscriber (a replay meets mostly distinct wallets, and each costs an EIP-55 checksum). The
 logs a listener sees are byte-for-byte what the real contract would emit for those values, so
 decoding cost is real.
@@ -21,8 +21,8 @@ import requests
 from eth_abi import encode as abi_encode
 from eth_utils import to_checksum_address
 
-from listener.devchain import Anvil
-from listener.events import EVENT_TOPICS
+from listener.devkit.devchain import Anvil
+from listener.chain.events import EVENT_TOPICS
 
 #: Where the emitter lives on the bench chain (any address without code works).
 EMITTER_ADDRESS = to_checksum_address("0x00000000000000000000000000000000b10c4057")

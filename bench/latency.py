@@ -56,10 +56,10 @@ from bench.cli_args import (
 )
 from bench.emitter import EMITTER_ADDRESS, GAS_PER_CALL, GAS_PER_LOG, SENDER, JsonRpc, \
     emitter_runtime
-from listener.devchain import Anvil, start_anvil
-from listener.devenv import write_secret_file
+from listener.devkit.devchain import Anvil, start_anvil
+from listener.devkit.devenv import write_secret_file
 from listener.errors import UserError
-from listener.keys import generate_key_file
+from listener.crypto.key_files import generate_key_file
 
 CHAIN_ID = 31337
 MODES = ("polling", "websocket")
@@ -151,7 +151,7 @@ class Rig:
         log_path = config.parent / "listener.log"
         with open(log_path, "ab") as handle:
             process = subprocess.Popen(
-                [sys.executable, "-m", "listener.cli", "--config", str(config), "listen"],
+                [sys.executable, "-m", "listener.cli.main", "--config", str(config), "listen"],
                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         listener = Listener(process, config.parent / "blockhost.db", log_path)
         self.listeners.append(listener)

@@ -1,7 +1,7 @@
 """The replay paths being compared: same chain range, same rows journaled, different code.
 
 Every SQL path writes the same ``events`` rows (the listener's schema, created by
-:class:`listener.store.Store`) into a fresh SQLite file on disk, so the measured difference
+:class:`listener.chain.journal.Store`) into a fresh SQLite file on disk, so the measured difference
 is fetching + decoding + committing, nothing else. Each path returns how many events it
 journaled; :func:`journaled_rows` reads them back for the correctness check.
 """
@@ -20,15 +20,15 @@ from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 from web3 import Web3
 
-from listener.contracts import load_abi
-from listener.events import EVENT_TOPICS, DecodedLog, args_to_json, decode_log
+from listener.chain.contracts import load_abi
+from listener.chain.events import EVENT_TOPICS, DecodedLog, args_to_json, decode_log
 from listener.config import ChainConfig
-from listener.prefetch import LogPrefetcher
-from listener.rpc import RpcClient
-from listener.scanner import Outcome, scan_once
-from listener.store import Store
-from provisioner.sqlite_db import transaction
-from provisioner.wal_checkpoint import WalCheckpointer
+from listener.chain.prefetch import LogPrefetcher
+from listener.chain.rpc import RpcClient
+from listener.chain.scanner import Outcome, scan_once
+from listener.chain.journal import Store
+from provisioner.storage.sqlite_db import transaction
+from provisioner.storage.wal_checkpoint import WalCheckpointer
 
 INSERT_EVENT = (
     "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address, name,"
@@ -123,7 +123,7 @@ def _executemany_per_range(replay: Replay, db: Path,
 
 
 def ours_journal(replay: Replay, db: Path) -> int:
-    """(c) The listener's own scan loop: ``listener.scanner.scan_once`` (head, reorg check,
+    """(c) The listener's own scan loop: ``listener.chain.scanner.scan_once`` (head, reorg check,
     one ``eth_getLogs`` + end header per step through ``RpcClient``, ``decode_log``,
     ``Store.journal_batch``: events, facts and cursor in one transaction per range), called
     until the cursor reaches the last block, exactly as the daemon catches up: with the next

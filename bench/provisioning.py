@@ -23,12 +23,12 @@ from typing import Any
 from eth_abi import encode
 
 from listener.config import Config, build_config
-from listener.devenv import write_secret_file
-from listener.events import EVENT_TOPICS, decode_log
-from listener.logging_setup import configure
-from listener.reconciler import Reconciler, Services
-from listener.store import Store
-from listener.wiring import build_backend, pools_from_config
+from listener.devkit.devenv import write_secret_file
+from listener.chain.events import EVENT_TOPICS, decode_log
+from listener.runtime.logging_setup import configure
+from listener.reconcile.reconciler import Reconciler, Services
+from listener.chain.journal import Store
+from listener.runtime.wiring import build_backend, pools_from_config
 from provisioner.inventory import Inventory
 from provisioner.placement import PlacementLimiter, PlacementLimits
 from provisioner.pvesim.launcher import start_pvesim

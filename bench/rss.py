@@ -41,7 +41,7 @@ from bench.cli_args import (
 )
 from bench.emitter import JsonRpc, Workload, produce
 from bench.report import environment
-from listener.devchain import start_anvil
+from listener.devkit.devchain import start_anvil
 from listener.errors import UserError
 
 PATH_KEYS = ("ours-journal", "web3-batched")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.emitter import Workload, produce
 from bench.paths import PATHS, Replay, Scenario, iter_journaled_rows
-from listener.devchain import start_anvil
+from listener.devkit.devchain import start_anvil
 
 
 class BenchError(RuntimeError):

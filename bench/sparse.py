@@ -4,7 +4,7 @@ A synthetic node (:mod:`bench.synthchain`, its own process) serves N empty block
 ``eth_getLogs`` ranges wider than ``--max-range`` blocks, as hosted providers do. In the same
 run, interleaved ``--repeat`` times, two followers catch up from block 0 to the head:
 
-* ``ours``: the listener's real scan path, ``listener.scanner.scan_once`` in a loop with one
+* ``ours``: the listener's real scan path, ``listener.chain.scanner.scan_once`` in a loop with one
   ``LogPrefetcher`` and its ``RangeController`` and a ``WalCheckpointer`` (as the daemon
   runs it), a real :class:`Store` on disk,
   confirmations 0 and ``chain.max_block_range`` far above the provider's cap, so the
@@ -38,7 +38,7 @@ from rich.table import Table
 from web3 import Web3
 
 from provisioner.processes import terminate
-from provisioner.sqlite_db import connect
+from provisioner.storage.sqlite_db import connect
 from bench.cli_args import (
     add_output_options,
     command_line,
@@ -49,12 +49,12 @@ from bench.cli_args import (
 from bench.report import environment
 from bench.synthchain import DEFAULT_CHAIN_ID, ERROR_STYLES
 from listener.config import ChainConfig
-from listener.prefetch import LogPrefetcher
-from listener.logging_setup import configure as configure_logging
-from listener.rpc import RpcClient
-from listener.scanner import Outcome, scan_once
-from listener.store import Store
-from provisioner.wal_checkpoint import WalCheckpointer
+from listener.chain.prefetch import LogPrefetcher
+from listener.runtime.logging_setup import configure as configure_logging
+from listener.chain.rpc import RpcClient
+from listener.chain.scanner import Outcome, scan_once
+from listener.chain.journal import Store
+from provisioner.storage.wal_checkpoint import WalCheckpointer
 
 #: Any address: the synthetic chain holds no logs at all.
 CONTRACT = "0x00000000000000000000000000000000b10c4057"

@@ -34,7 +34,7 @@ from typing import Any
 GENESIS_TIME = 1_700_000_000
 BLOCK_TIME = 12
 DEFAULT_CHAIN_ID = 31_337
-#: Error texts of hosted providers (parsed by ``listener.log_ranges``): one that states the
+#: Error texts of hosted providers (parsed by ``listener.chain.ranges``): one that states the
 #: span limit, one that does not (the client must find the limit by halving).
 ERROR_STYLES = {
     "stated": (-32614, "eth_getLogs is limited to a {cap:,} range"),

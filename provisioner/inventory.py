@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from provisioner.sqlite_db import migrate, transaction
+from provisioner.storage.sqlite_db import migrate, transaction
 
 MIGRATIONS = (
     """

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from listener.devchain import Anvil, start_anvil
+from listener.devkit.devchain import Anvil, start_anvil
 
 SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
 

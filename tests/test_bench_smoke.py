@@ -15,8 +15,8 @@ from bench.__main__ import main as bench_main
 from bench.emitter import EMITTER_ADDRESS, Workload, expected_event, produce
 from bench.paths import PATHS, Replay, journaled_rows
 from bench.runner import BenchError, PathResult, _check_same_rows, rows_digest
-from listener.devchain import Anvil
-from listener.events import EVENT_TOPICS
+from listener.devkit.devchain import Anvil
+from listener.chain.events import EVENT_TOPICS
 
 EVENTS = 200
 PER_BLOCK = 30  # 7 blocks, the last one partial

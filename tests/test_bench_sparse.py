@@ -20,8 +20,8 @@ from bench.rss import main as rss_main
 from bench.sparse import SynthNode, synth_node
 from bench.sparse import main as sparse_main
 from bench.synthchain import GENESIS_TIME, SynthChain
-from listener.log_ranges import RangeHint
-from listener.rpc import RangeTooLargeError, RpcClient, classify_rpc_error
+from listener.chain.ranges import RangeHint
+from listener.chain.rpc import RangeTooLargeError, RpcClient, classify_rpc_error
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = 1_000

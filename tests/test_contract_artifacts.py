@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.contracts import ARTIFACT_DIR, load_artifact
+from listener.chain.contracts import ARTIFACT_DIR, load_artifact
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "contracts" / "build.mjs"

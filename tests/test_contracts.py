@@ -24,8 +24,8 @@ from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from listener.contracts import TransactionFailed, deploy_contract, load_abi, send_transaction
-from listener.devchain import DEV_PRIVATE_KEYS, Anvil
+from listener.chain.contracts import TransactionFailed, deploy_contract, load_abi, send_transaction
+from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil
 
 DAY = 86_400
 ZERO = "0x" + "00" * 20

@@ -1,6 +1,6 @@
-"""listener.crypto against independent implementations and hostile input.
+"""listener.crypto.core against independent implementations and hostile input.
 
-The independent path used here shares no code with listener.crypto: secp256k1 point
+The independent path used here shares no code with listener.crypto.core: secp256k1 point
 arithmetic in plain Python, HKDF from hmac/hashlib, AES-GCM and keccak from pycryptodome
 (installed with eth-account), and, where node is on PATH, node's own crypto module.
 """
@@ -22,8 +22,8 @@ from eth_account.messages import encode_defunct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listener import crypto
-from listener.crypto import (
+from listener.crypto import core as crypto
+from listener.crypto.core import (
     MAX_ECIES_BYTES,
     MAX_NFT_PAYLOAD_BYTES,
     ConnectionDetails,

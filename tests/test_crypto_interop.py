@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.crypto import (
+from listener.crypto.core import (
     MAX_ECIES_BYTES,
     ConnectionDetails,
     CryptoError,
@@ -24,7 +24,7 @@ from listener.crypto import (
     encrypt_connection_details,
     public_key_from_private,
 )
-from listener.devchain import REPO_ROOT
+from listener.devkit.devchain import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "tests" / "interop" / "vectors.mjs"
 SERVER_KEY = bytes.fromhex("5f" * 31 + "01")

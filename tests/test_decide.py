@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from listener.decide import (
+from listener.reconcile.decide import (
     Action,
     Desired,
     Facts,

@@ -9,7 +9,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.logs import DISCARD
 
-from listener.contracts import (
+from listener.chain.contracts import (
     Deployment,
     TransactionFailed,
     deploy_all,
@@ -17,7 +17,7 @@ from listener.contracts import (
     load_artifact,
     send_transaction,
 )
-from listener.devchain import DEV_PRIVATE_KEYS
+from listener.devkit.devchain import DEV_PRIVATE_KEYS
 from listener.errors import UserError
 
 DEPLOYER = Account.from_key(DEV_PRIVATE_KEYS[0])

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from listener.contracts import load_artifact
-from listener.crypto import ConnectionDetails
-from listener.devenv import DevEnv, sim_vm, start_dev_env
-from listener.user import credentials, subscribe
+from listener.chain.contracts import load_artifact
+from listener.crypto.core import ConnectionDetails
+from listener.devkit.devenv import DevEnv, sim_vm, start_dev_env
+from listener.userkit.subscriber import credentials, subscribe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,7 @@ def test_listener_killed_midway_loses_nothing_and_doubles_nothing(env: DevEnv) -
 
 def test_garbage_user_encrypted_still_provisions(env: DevEnv) -> None:
     """The user paid: a VM and an NFT without credentials, and the reason is shown."""
-    from listener.contracts import send_transaction
+    from listener.chain.contracts import send_transaction
 
     user = env.user(1)
     env.fund(user)
@@ -128,8 +128,8 @@ def test_no_secrets_in_logs_or_database(env: DevEnv) -> None:
     env.wait_for("the VM", lambda: (env.subscription(1) or {}).get("state") == "active",
                  listener=listener)
     env.close()
-    from listener.devchain import DEV_PRIVATE_KEYS
-    from listener.keys import load_private_key
+    from listener.devkit.devchain import DEV_PRIVATE_KEYS
+    from listener.crypto.key_files import load_private_key
 
     server_key = load_private_key(env.workdir / "server.key").hex()
     secrets = [k.removeprefix("0x") for k in DEV_PRIVATE_KEYS[:2]] + [server_key,
@@ -145,7 +145,7 @@ def test_no_secrets_in_logs_or_database(env: DevEnv) -> None:
 @pytest.mark.slow
 def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     """`blockhost demo` exits 0 and its timeline shows every step."""
-    proc = subprocess.run([sys.executable, "-m", "listener.cli", "demo", "--workdir",
+    proc = subprocess.run([sys.executable, "-m", "listener.cli.main", "demo", "--workdir",
                            str(tmp_path / "demo")], capture_output=True, text=True, timeout=300,
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

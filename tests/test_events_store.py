@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from eth_abi import encode
 from eth_utils import to_checksum_address as eth_utils_checksum
 
-from listener.events import EVENT_TOPICS, TOPIC_TO_EVENT, decode_log
-from listener.store import Store
+from listener.chain.events import EVENT_TOPICS, TOPIC_TO_EVENT, decode_log
+from listener.chain.journal import Store
 
 CONTRACT = "0x" + "11" * 20
 SUBSCRIBER = "0x" + "22" * 20
@@ -179,8 +179,8 @@ class TestJournalSchema:
     """Migration 6 rebuilt ``events`` with its identity index in chain order."""
 
     def test_a_version_5_journal_migrates_with_every_row(self, tmp_path: Path) -> None:
-        from listener.store import MIGRATIONS
-        from provisioner.sqlite_db import connect, migrate
+        from listener.chain.journal import MIGRATIONS
+        from provisioner.storage.sqlite_db import connect, migrate
 
         path = tmp_path / "db.sqlite"
         conn = connect(path)
@@ -241,7 +241,7 @@ class TestCreatedFastPath:
     def test_agrees_with_eth_abi(self, expires: int, paid: int, token: bytes, blob: bytes) -> None:
         from eth_abi import decode as abi_decode
 
-        from listener.events import _decode_created_data
+        from listener.chain.events import _decode_created_data
 
         data = self.created_data(expires, paid, token, blob)
         fast = _decode_created_data(data)
@@ -253,13 +253,13 @@ class TestCreatedFastPath:
 
     @given(st.binary(max_size=400))
     def test_garbage_never_raises(self, data: bytes) -> None:
-        from listener.events import _decode_created_data
+        from listener.chain.events import _decode_created_data
 
         result = _decode_created_data(data)
         assert result is None or isinstance(result["userEncrypted"], bytes)
 
     def test_non_canonical_encodings_fall_back(self) -> None:
-        from listener.events import _decode_created_data
+        from listener.chain.events import _decode_created_data
 
         data = bytearray(self.created_data(1, 2, b"\x11" * 20, b"abc"))
         dirty_padding = bytes(data[:-1]) + b"\x01"
@@ -288,7 +288,7 @@ class TestStaticDataFastPath:
 
     @given(st.data())
     def test_canonical_data_decodes_like_eth_abi(self, data: st.DataObject) -> None:
-        from listener.events import EVENT_ABI, _decode_static_data
+        from listener.chain.events import EVENT_ABI, _decode_static_data
 
         name = data.draw(st.sampled_from(self.STATIC_EVENTS))
         types = tuple(t for _, t in EVENT_ABI[name][1])
@@ -309,7 +309,7 @@ class TestStaticDataFastPath:
            tail=st.binary(max_size=40))
     def test_any_data_gets_eth_abis_verdict_or_none(self, types: tuple[str, ...],
                                                     words: list[bytes], tail: bytes) -> None:
-        from listener.events import _decode_static_data
+        from listener.chain.events import _decode_static_data
 
         blob = b"".join(words) + tail
         ours = _decode_static_data(types, blob)
@@ -317,7 +317,7 @@ class TestStaticDataFastPath:
             assert ours == self.reference(types, blob)
 
     def test_non_canonical_encodings_fall_back(self) -> None:
-        from listener.events import _decode_static_data
+        from listener.chain.events import _decode_static_data
 
         types = ("uint256", "uint256", "address")
         good = encode(list(types), [1, 2, b"\x11" * 20])
@@ -346,7 +346,7 @@ class TestChecksum:
 
     @given(st.binary(min_size=20, max_size=20))
     def test_agrees_with_eth_utils(self, raw: bytes) -> None:
-        from listener.events import checksum_address, to_checksum_address
+        from listener.chain.events import checksum_address, to_checksum_address
 
         want = eth_utils_checksum(raw)
         assert checksum_address(raw) == want
@@ -356,7 +356,7 @@ class TestChecksum:
 
     @pytest.mark.parametrize("bad", ["0x123", "0x" + "g" * 40, b"\x00" * 19, " 0x" + "ab" * 20])
     def test_malformed_addresses_raise_value_error(self, bad: object) -> None:
-        from listener.events import checksum_address
+        from listener.chain.events import checksum_address
 
         with pytest.raises(ValueError):
             checksum_address(bad)
@@ -367,7 +367,7 @@ class TestFastPath:
 
     @staticmethod
     def same(log: dict) -> None:
-        from listener.events import _fast_created, args_json, decode_log_strict
+        from listener.chain.events import _fast_created, args_json, decode_log_strict
 
         fast = _fast_created(log, CONTRACT)
         strict = decode_log_strict(log, contract=CONTRACT)
@@ -394,7 +394,7 @@ class TestFastPath:
             log["data"] = "0x" + log["data"][2:].upper()
             log["topics"] = [t if i == 0 else "0x" + t[2:].upper()
                              for i, t in enumerate(log["topics"])]
-        from listener.events import _fast_created
+        from listener.chain.events import _fast_created
 
         fast = _fast_created(log, CONTRACT)
         assert fast is not None

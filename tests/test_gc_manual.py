@@ -7,10 +7,10 @@ import sqlite3
 
 import pytest
 
-from listener.decide import Action
-from listener.gc import GcMode, Verdict, execute, manual_action, plan_manual
+from listener.reconcile.decide import Action
+from listener.ops.gc import GcMode, Verdict, execute, manual_action, plan_manual
 from provisioner.inventory import Inventory, ManualRequest, Pools
-from provisioner.sqlite_db import connect
+from provisioner.storage.sqlite_db import connect
 
 EXPIRES, GRACE = 1_000_000, 86_400
 STATES = ("reserved", "created", "running", "stopped", "destroyed")

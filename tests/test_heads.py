@@ -19,9 +19,9 @@ import pytest
 import requests
 
 from bench import latency
-from listener.devchain import Anvil
+from listener.devkit.devchain import Anvil
 from listener.errors import UserError
-from listener.heads import HeadWatcher, redact_url
+from listener.chain.heads import HeadWatcher, redact_url
 
 CHAIN_ID = 31337
 

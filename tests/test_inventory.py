@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from provisioner.inventory import AllocationError, Inventory, Pools
-from provisioner.sqlite_db import connect
+from provisioner.storage.sqlite_db import connect
 
 
 def pools(prefix: str = "10.0.0.0/24", first: str = "10.0.0.10", last: str = "10.0.0.12",
@@ -119,7 +119,7 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
     """Workers opening a fresh database at the same moment must not race the migrations."""
     import threading
 
-    from listener.store import Store
+    from listener.chain.journal import Store
 
     path = tmp_path / "race.db"
     errors: list[BaseException] = []

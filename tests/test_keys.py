@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from listener import keys
-from listener.crypto import SECP256K1_N
+from listener.crypto import key_files as keys
+from listener.crypto.core import SECP256K1_N
 from listener.errors import UserError
 
 KNOWN_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from listener.contracts import load_artifact, send_transaction
-from listener.decide import Desired, Facts, desired_state
-from listener.devenv import DevEnv, sim_vm, start_dev_env
-from listener.user import credentials, extend, subscribe
+from listener.chain.contracts import load_artifact, send_transaction
+from listener.reconcile.decide import Desired, Facts, desired_state
+from listener.devkit.devenv import DevEnv, sim_vm, start_dev_env
+from listener.userkit.subscriber import credentials, extend, subscribe
 
 pytestmark = pytest.mark.slow
 

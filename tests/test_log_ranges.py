@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.log_ranges import LogRangeError, RangeController, RangeHint, parse_range_error
+from listener.chain.ranges import LogRangeError, RangeController, RangeHint, parse_range_error
 
 # -- parsing real providers' texts -----------------------------------------------------------
 
@@ -275,7 +275,7 @@ def test_result_capped_provider_covers_or_names_the_block(density: list[int], ca
 def test_the_listener_controller_bounds_logs_per_response() -> None:
     """A dense stretch (40,000 logs in one 2,000-block answer) shrinks the next request to
     about TARGET_LOGS_PER_REQUEST logs: memory stays bounded however busy the contract is."""
-    from listener.log_ranges import TARGET_LOGS_PER_REQUEST
+    from listener.chain.ranges import TARGET_LOGS_PER_REQUEST
 
     c = RangeController.for_listener(2000)
     assert c.end_for(1, 10**9) == 2000
@@ -285,7 +285,7 @@ def test_the_listener_controller_bounds_logs_per_response() -> None:
 
 def test_two_replies_in_flight_share_the_logs_budget() -> None:
     """With a prefetcher two replies are held at once: each aims at half the logs."""
-    from listener.log_ranges import TARGET_LOGS_PER_REQUEST
+    from listener.chain.ranges import TARGET_LOGS_PER_REQUEST
 
     c = RangeController.for_listener(2000, in_flight=2)
     c.on_success(1, 2000, 4 * TARGET_LOGS_PER_REQUEST)
@@ -299,7 +299,7 @@ def test_the_scan_step_pauses_the_cyclic_gc_and_always_restores_it() -> None:
 
     import pytest
 
-    from listener.scanner import _cyclic_gc_paused
+    from listener.chain.scanner import _cyclic_gc_paused
 
     assert gc.isenabled()
     with _cyclic_gc_paused():

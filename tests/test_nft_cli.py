@@ -14,19 +14,19 @@ import yaml
 from eth_account import Account
 from web3 import Web3
 
-from listener.cli import main
-from listener.contracts import deploy_all, load_abi, send_transaction
-from listener.crypto import public_key_from_private
-from listener.devchain import DEV_PRIVATE_KEYS, REPO_ROOT, Anvil
-from listener.tx_store import TxStore
+from listener.cli.main import main
+from listener.chain.contracts import deploy_all, load_abi, send_transaction
+from listener.crypto.core import public_key_from_private
+from listener.devkit.devchain import DEV_PRIVATE_KEYS, REPO_ROOT, Anvil
+from listener.writeback.tx_store import TxStore
 
 OWNER, ALICE = (Account.from_key(k) for k in DEV_PRIVATE_KEYS[:2])
-MINT_MAIN = "import sys; from listener.cli import mint_nft_main; sys.exit(mint_nft_main())"
+MINT_MAIN = "import sys; from listener.cli.main import mint_nft_main; sys.exit(mint_nft_main())"
 
 
 def _run(*argv: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-c", code, *argv] if code else [
-        sys.executable, "-m", "listener.cli", *argv]
+        sys.executable, "-m", "listener.cli.main", *argv]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
 

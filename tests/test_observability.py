@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from listener.observability import HealthState, Metrics, parse_listen, serve
-from listener.scanner import Outcome, ScanResult
-from listener.store import ChainState
+from listener.runtime.observability import HealthState, Metrics, parse_listen, serve
+from listener.chain.scanner import Outcome, ScanResult
+from listener.chain.journal import ChainState
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ import pytest
 import requests
 
 from listener.config import ChainConfig
-from listener.devchain import Anvil
-from listener.log_ranges import RangeController
-from listener.prefetch import LogPrefetcher
-from listener.rpc import RpcClient
-from listener.rpcproxy import EMITTER_ADDRESS, RpcProxy, emit_logs, install_log_emitter
-from listener.scanner import Outcome, scan_once
-from listener.store import Store
+from listener.devkit.devchain import Anvil
+from listener.chain.ranges import RangeController
+from listener.chain.prefetch import LogPrefetcher
+from listener.chain.rpc import RpcClient
+from listener.devkit.fault_proxy import EMITTER_ADDRESS, RpcProxy, emit_logs, install_log_emitter
+from listener.chain.scanner import Outcome, scan_once
+from listener.chain.journal import Store
 
 CHAIN_ID = 31337
 PER_BLOCK = [3, 0, 1, 4, 0, 0, 2, 5, 1, 0] * 6

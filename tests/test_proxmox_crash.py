@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from provisioner.backend import VMRef, VMSpec, parse_marker
-from provisioner.clone_journal import CloneJournal
+from provisioner.proxmox.clone_journal import CloneJournal
 from provisioner.errors import (
     AlreadyExists,
     Locked,
@@ -32,7 +32,7 @@ from provisioner.errors import (
     Transient,
     VmidTaken,
 )
-from provisioner.proxmox_api import ProxmoxAPIBackend
+from provisioner.proxmox.api_backend import ProxmoxAPIBackend
 from provisioner.pvesim.launcher import PveSim, start_pvesim
 from tests.crashes import sigkill_when
 
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = r"""
 import json, os, sys
 from provisioner.backend import VMSpec
-from provisioner.proxmox_api import ProxmoxAPIBackend
+from provisioner.proxmox.api_backend import ProxmoxAPIBackend
 args = json.loads(sys.argv[1])
 backend = ProxmoxAPIBackend(args["url"], args["token_id"], os.environ["PVE_TOKEN_SECRET"],
                             verify=args["ca"], pool="blockhost", journal_dir=args["journal"],

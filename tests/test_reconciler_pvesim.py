@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 
 from listener.config import build_config
-from listener.dead_letters import DeadLetters
-from listener.events import EVENT_TOPICS, decode_log
-from listener.gc import GcMode, execute, plan
-from listener.reconciler import Reconciler, Services
-from listener.store import Store
-from listener.devenv import write_secret_file
-from listener.wiring import pools_from_config
+from listener.reconcile.dead_letters import DeadLetters
+from listener.chain.events import EVENT_TOPICS, decode_log
+from listener.ops.gc import GcMode, execute, plan
+from listener.reconcile.reconciler import Reconciler, Services
+from listener.chain.journal import Store
+from listener.devkit.devenv import write_secret_file
+from listener.runtime.wiring import pools_from_config
 from provisioner.inventory import Inventory
-from provisioner.proxmox_api import ProxmoxAPIBackend
+from provisioner.proxmox.api_backend import ProxmoxAPIBackend
 
 EXPIRES = 2_000_000_000
 GRACE_DAYS = 1
@@ -185,7 +185,7 @@ def test_dead_letter_lifecycle(world: World) -> None:
     assert letters.open_count() == 1 and letters.blocked() == {5: None}
     letters.drop(first)
     assert letters.blocked() == {5: 7}
-    from listener.dead_letters import is_blocked
+    from listener.reconcile.dead_letters import is_blocked
 
     assert is_blocked(letters.blocked(), 5, 7) and not is_blocked(letters.blocked(), 5, 8)
     second = letters.add(5, action="start", reason="z", attempts=10, facts_block=8)
@@ -193,7 +193,7 @@ def test_dead_letter_lifecycle(world: World) -> None:
     letters.retry(second)
     assert letters.open_count() == 0 and [e.state for e in letters.list(include_resolved=True)] \
         == ["dropped", "retried"]
-    from listener.dead_letters import DeadLetterError
+    from listener.reconcile.dead_letters import DeadLetterError
 
     with pytest.raises(DeadLetterError, match="already retried"):
         letters.drop(second)
@@ -204,7 +204,7 @@ def test_dead_letter_lifecycle(world: World) -> None:
 
 def test_vm_list_and_destroy_by_hand(world: World) -> None:
     from listener.errors import UserError
-    from listener.vm_admin import check_destroyable, destroy_vm, list_vms
+    from listener.ops.vm_admin import check_destroyable, destroy_vm, list_vms
     from provisioner.errors import OwnershipMismatch
 
     for sub_id in (1, 2):

@@ -16,13 +16,13 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from listener.config import ChainConfig
-from listener.contracts import build_transaction, deploy_all, load_artifact, send_transaction
-from listener.devchain import DEV_PRIVATE_KEYS, Anvil
-from listener.rpc import RpcClient
-from listener.log_ranges import RangeController
-from listener.prefetch import LogPrefetcher
-from listener.scanner import Outcome, find_common_ancestor, scan_once
-from listener.store import Store
+from listener.chain.contracts import build_transaction, deploy_all, load_artifact, send_transaction
+from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil
+from listener.chain.rpc import RpcClient
+from listener.chain.ranges import RangeController
+from listener.chain.prefetch import LogPrefetcher
+from listener.chain.scanner import Outcome, find_common_ancestor, scan_once
+from listener.chain.journal import Store
 
 
 @dataclass

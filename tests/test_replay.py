@@ -16,12 +16,12 @@ from eth_account import Account
 from web3 import Web3
 
 from listener.config import ChainConfig
-from listener.contracts import deploy_all, load_artifact, send_transaction
-from listener.devchain import DEV_PRIVATE_KEYS, Anvil
-from listener.replay import plan_range, replay
-from listener.rpc import LogBatch, RpcClient
-from listener.scanner import Outcome, scan_once
-from listener.store import Store
+from listener.chain.contracts import deploy_all, load_artifact, send_transaction
+from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil
+from listener.chain.replay import plan_range, replay
+from listener.chain.rpc import LogBatch, RpcClient
+from listener.chain.scanner import Outcome, scan_once
+from listener.chain.journal import Store
 from listener.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +150,7 @@ def test_replay_command_prints_one_json_report(history: History, tmp_path: Path,
                   "max_block_range": 5},
         "db": {"path": str(store.path)},
     }))
-    command = [sys.executable, "-m", "listener.cli", "--config", str(config_path), "replay",
+    command = [sys.executable, "-m", "listener.cli.main", "--config", str(config_path), "replay",
                "--from-block", "0"]
     dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=120,
                          cwd=ROOT, stdin=subprocess.DEVNULL)

@@ -1,7 +1,7 @@
 """RpcClient: error classification, retries, failover, chain-id checks, head monotonicity.
 
 Everything below the classification table runs against a real anvil behind the loopback
-fault-injecting proxy (listener/rpcproxy.py); nothing stands in for the client.
+fault-injecting proxy (listener/devkit/fault_proxy.py); nothing stands in for the client.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from listener.devchain import Anvil
-from listener.log_ranges import LogRangeError, RangeController
-from listener.rpc import (
+from listener.devkit.devchain import Anvil
+from listener.chain.ranges import LogRangeError, RangeController
+from listener.chain.rpc import (
     NodeBehindError,
     RangeTooLargeError,
     RpcClient,
@@ -21,7 +21,7 @@ from listener.rpc import (
     WrongChainError,
     classify_rpc_error,
 )
-from listener.rpcproxy import (
+from listener.devkit.fault_proxy import (
     ALL_FAULTS,
     EMITTER_ADDRESS,
     EMITTER_TOPIC,

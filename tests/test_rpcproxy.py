@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from listener.devchain import Anvil
-from listener.log_ranges import RangeController, parse_range_error
-from listener.rpc import RpcClient
-from listener.rpcproxy import (
+from listener.devkit.devchain import Anvil
+from listener.chain.ranges import RangeController, parse_range_error
+from listener.chain.rpc import RpcClient
+from listener.devkit.fault_proxy import (
     ALL_FAULTS,
     EMITTER_ADDRESS,
     EMITTER_TOPIC,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from listener.errors import UserError
-from listener.wiring import read_secret_file
+from listener.runtime.wiring import read_secret_file
 
 
 def write(path: Path, text: str, mode: int) -> Path:

@@ -14,9 +14,9 @@ import pytest
 
 from provisioner.backend import VMSpec
 from provisioner.errors import NotFound, PermissionDenied, VmidTaken
-from provisioner.proxmox_api import ProxmoxAPIBackend
+from provisioner.proxmox.api_backend import ProxmoxAPIBackend
 from provisioner.pvesim.launcher import PveSim, start_pvesim
-from provisioner.template_build import TemplateSpec, build_template, create_params
+from provisioner.proxmox.template_build import TemplateSpec, build_template, create_params
 from tests.crashes import sigkill_when
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,8 +123,8 @@ def test_interrupted_between_create_and_convert_resumes(sim: PveSim) -> None:
 
 WORKER = r"""
 import json, os, sys
-from provisioner.proxmox_api import ProxmoxAPIBackend
-from provisioner.template_build import TemplateSpec, build_template
+from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+from provisioner.proxmox.template_build import TemplateSpec, build_template
 a = json.loads(sys.argv[1])
 b = ProxmoxAPIBackend(a["url"], a["token_id"], os.environ["PVE_TOKEN_SECRET"], verify=a["ca"],
                       pool="blockhost", poll_interval=0.02)
@@ -181,7 +181,7 @@ def test_spec_validation(field: str, value: Any) -> None:
 
 def test_cli_template_build_twice(sim: PveSim, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from listener.cli import main
+    from listener.cli.main import main
 
     secret = tmp_path / "pve-token"
     secret.write_text(sim.token_secret + "\n")

@@ -22,7 +22,7 @@ import yaml
 
 from provisioner.backend import VMBackend, VMRef, VMSpec, marker_for
 from provisioner.errors import AlreadyExists, NotFound, OwnershipMismatch
-from provisioner.proxmox_api import ProxmoxAPIBackend
+from provisioner.proxmox.api_backend import ProxmoxAPIBackend
 from provisioner.pvesim.launcher import PveSim, start_pvesim
 from provisioner.terraform.backend import TerraformBackend, build_terraform_backend
 from provisioner.terraform.export import disk_gb, export_vm
@@ -167,10 +167,10 @@ def test_disk_size_parsing() -> None:
 
 def test_cli_export_tf_and_wiring(sim: PveSim, api: ProxmoxAPIBackend, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from listener.cli import main
+    from listener.cli.main import main
     from listener.config import load_config
-    from listener.store import Store
-    from listener.wiring import build_backend, pools_from_config
+    from listener.chain.journal import Store
+    from listener.runtime.wiring import build_backend, pools_from_config
     from provisioner.inventory import Inventory
 
     secret_file = tmp_path / "pve-token"

@@ -12,12 +12,12 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from listener.contracts import deploy_contract
-from listener.devchain import DEV_PRIVATE_KEYS, Anvil
-from listener.fees import GWEI, FeePolicy, Fees
-from listener.nft import MintRequest, NftMinter, mint_key
-from listener.tx_store import TxStore
-from listener.txmanager import (
+from listener.chain.contracts import deploy_contract
+from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil
+from listener.writeback.fees import GWEI, FeePolicy, Fees
+from listener.writeback.nft import MintRequest, NftMinter, mint_key
+from listener.writeback.tx_store import TxStore
+from listener.writeback.txmanager import (
     SendOutcome,
     SignerUnhealthy,
     TxCall,

@@ -16,13 +16,13 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from listener.contracts import deploy_contract
-from listener.crypto import ConnectionDetails, encrypt_connection_details, sign_public_secret
-from listener.devchain import DEV_PRIVATE_KEYS, REPO_ROOT, Anvil
-from listener.fees import FeePolicy
-from listener.nft import MintRequest, NftMinter, mint_key
-from listener.tx_store import TxStore
-from listener.txmanager import TxManager
+from listener.chain.contracts import deploy_contract
+from listener.crypto.core import ConnectionDetails, encrypt_connection_details, sign_public_secret
+from listener.devkit.devchain import DEV_PRIVATE_KEYS, REPO_ROOT, Anvil
+from listener.writeback.fees import FeePolicy
+from listener.writeback.nft import MintRequest, NftMinter, mint_key
+from listener.writeback.tx_store import TxStore
+from listener.writeback.txmanager import TxManager
 
 pytestmark = pytest.mark.slow  # four child processes (~25 s on 2 shared cores)
 
@@ -34,12 +34,12 @@ import json, os, signal, sys
 from pathlib import Path
 from eth_account import Account
 from web3 import Web3
-from listener.fees import FeePolicy
-from listener.keys import load_private_key
-from listener.logging_setup import configure
-from listener.nft import MintRequest, NftMinter
-from listener.tx_store import TxStore
-from listener.txmanager import TxManager
+from listener.writeback.fees import FeePolicy
+from listener.crypto.key_files import load_private_key
+from listener.runtime.logging_setup import configure
+from listener.writeback.nft import MintRequest, NftMinter
+from listener.writeback.tx_store import TxStore
+from listener.writeback.txmanager import TxManager
 
 args = json.loads(sys.argv[1])
 configure(sys.stderr)

@@ -20,10 +20,10 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from listener.cli import main
-from listener.contracts import load_artifact
-from listener.devenv import DevEnv, start_dev_env
-from listener.user import credentials
+from listener.cli.main import main
+from listener.chain.contracts import load_artifact
+from listener.devkit.devenv import DevEnv, start_dev_env
+from listener.userkit.subscriber import credentials
 from provisioner.backend import parse_marker
 from tests.crashes import sigkill_when
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.sqlite_db import connect, transaction
-from provisioner.wal_checkpoint import WalCheckpointer
+from provisioner.storage.sqlite_db import connect, transaction
+from provisioner.storage.wal_checkpoint import WalCheckpointer
 
 ROW = "x" * 1000
 

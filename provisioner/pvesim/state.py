@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioner.atomic_file import write_atomic
+from provisioner.storage.atomic_file import write_atomic
 from provisioner.pvesim import params as P
 
 STATE_FORMAT = 1

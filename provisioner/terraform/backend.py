@@ -29,7 +29,7 @@ try:  # the API backend's "skip this id" error; older trees only have its base c
     from provisioner.errors import VmidTaken
 except ImportError:  # pragma: no cover
     from provisioner.errors import AlreadyExists as VmidTaken  # type: ignore[assignment]
-from provisioner.proxmox_api import ProxmoxAPIBackend
+from provisioner.proxmox.api_backend import ProxmoxAPIBackend
 from provisioner.terraform.layout import archive, vm_dir, write_main
 from provisioner.terraform.render import (
     MAIN_FILE,

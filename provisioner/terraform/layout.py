@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from provisioner.atomic_file import write_atomic
+from provisioner.storage.atomic_file import write_atomic
 from provisioner.backend import NAME_RE
 from provisioner.terraform.render import MAIN_FILE
 

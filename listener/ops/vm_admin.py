@@ -1,0 +1,113 @@
+"""``blockhost vm list`` and ``vm destroy``: the operator's view of the inventory and a
+by-hand destroy that goes through the same ownership checks as the daemon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from listener.reconcile.decide import Desired, desired_state
+from listener.errors import UserError
+from listener.config import Config
+from listener.reconcile.reconciler import facts_of, ref_of, vm_facts
+from listener.chain.journal import Store
+from provisioner.backend import VMBackend
+from provisioner.inventory import Inventory, VMRecord
+from provisioner.network_hooks import run_hooks
+
+
+@dataclass(frozen=True)
+class VmRow:
+    name: str
+    vmid: int
+    node: str
+    ipv4: str | None
+    ipv6: str | None
+    state: str
+    power: str  # what Proxmox says: running | stopped | missing | unknown
+    subscription_id: int | None
+    owner_wallet: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def list_vms(inventory: Inventory, backend: VMBackend | None) -> list[VmRow]:
+    """Every live inventory record with Proxmox's power state (one listing call)."""
+    powers: dict[int, str] | None = None
+    if backend is not None:
+        powers = {status.vmid: status.power for status in backend.list_managed()}
+    rows = []
+    for record in inventory.list():
+        if powers is None:
+            power = "unknown"
+        elif record.state == "reserved":
+            power = "not built"
+        else:
+            power = powers.get(record.vmid, "missing")
+        rows.append(VmRow(record.name, record.vmid, record.node, record.ipv4, record.ipv6,
+                          record.state, power, record.subscription_id, record.owner_wallet))
+    return rows
+
+
+def render_rows(rows: list[VmRow]) -> str:
+    if not rows:
+        return "no VMs in the inventory"
+    lines = [f"{'NAME':<20} {'VMID':>7} {'NODE':<10} {'IPV4':<16} {'STATE':<9} {'POWER':<9} SUB"]
+    for r in rows:
+        lines.append(f"{r.name:<20} {r.vmid:>7} {r.node:<10} {r.ipv4 or '-':<16} {r.state:<9} "
+                     f"{r.power:<9} {'#' + str(r.subscription_id) if r.subscription_id else '-'}")
+    return "\n".join(lines)
+
+
+def check_destroyable(store: Store, record: VMRecord, *, grace_seconds: int) -> None:
+    """Refuse to destroy a paid subscription's VM: the daemon would only build it again."""
+    if record.subscription_id is None:
+        return
+    sub = store.subscription(record.subscription_id)
+    chain_time = store.chain_state().chain_time
+    if sub is None or chain_time is None:
+        return
+    if desired_state(facts_of(sub), chain_time, grace_seconds) is Desired.RUNNING:
+        raise UserError(f"VM {record.name} serves subscription #{sub.id}, paid until "
+                        f"{sub.expires_at}: the listener would build it again; cancel the "
+                        "subscription on chain first (cancelSubscription)")
+
+
+def destroy_vm(store: Store, inventory: Inventory, backend: VMBackend, name: str, *,
+               config: Config | None = None) -> VMRecord:
+    """Destroy one VM (all ownership markers verified by the backend) and release its ids.
+
+    A VM already gone on Proxmox is released too; a marker mismatch raises and leaves both
+    the VM and the inventory record alone. With ``config``, the ``on_destroy`` network hooks
+    run before the release, as in the daemon (the address is not reused while routed)."""
+    record = inventory.get(name)
+    if record is None:
+        raise UserError(f"no live VM named {name!r} in the inventory; see `blockhost vm list`")
+    if record.subscription_id is not None:
+        store.journal_step(record.subscription_id, "destroy", "started", "by hand")
+    if record.state != "reserved":
+        if record.subscription_id is None and inventory.manual(record.id) is None:
+            raise UserError(f"VM {name} has neither a subscription nor a `vm create` request, "
+                            "so its ownership markers cannot be checked; destroy it in Proxmox "
+                            "by hand")
+        backend.destroy(ref_of(record))  # a manual VM's markers say sub=manual
+        if config is not None:
+            hooks = config.network.hooks
+            run_hooks(hooks.on_destroy, "destroyed", vm_facts(config, record),
+                      timeout=hooks.timeout)
+    inventory.release(record.id)
+    if record.subscription_id is not None:
+        store.journal_step(record.subscription_id, "destroy", "done", "by hand")
+    return record
+
+
+def stop_vm(inventory: Inventory, backend: VMBackend, name: str) -> VMRecord:
+    """Suspend one VM (markers verified by the backend) and record it as stopped."""
+    record = inventory.get(name)
+    if record is None:
+        raise UserError(f"no live VM named {name!r} in the inventory; see `blockhost vm list`")
+    if record.state not in ("reserved", "stopped"):
+        backend.stop(ref_of(record))
+        inventory.set_state(record.id, "stopped")
+    return record

@@ -1,0 +1,303 @@
+"""The listener daemon: follow the chain, then hand subscriptions to a bounded worker pool.
+
+The chain loop never waits for Proxmox or for a mint: reconciliation of each subscription
+runs in a worker thread (at most ``proxmox.max_parallel`` at once, one at a time per
+subscription), with its own SQLite connection and HTTP sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import structlog
+
+from listener.config import Config, PlanSize
+from listener.reconcile.decide import next_action
+from listener.reconcile.dead_letters import DeadLetters, is_blocked
+from listener.chain.heads import HeadWatcher
+from listener.reconcile.reconciler import (
+    BUILT_STATES,
+    Reconciler,
+    Services,
+    due,
+    facts_of,
+    observe,
+    subscription_state,
+)
+from listener.chain.ranges import RangeController
+from listener.runtime.observability import HealthState, Metrics, serve
+from listener.chain.prefetch import LogPrefetcher
+from listener.chain.rpc import RpcClient
+from listener.chain.scanner import Outcome, ScanResult, scan_once
+from listener.chain.journal import Store
+from listener.writeback.tx_store import TxStore
+from provisioner.inventory import Inventory
+from provisioner.placement import PlacementLimiter, PlacementLimits, choose_node
+from provisioner.storage.wal_checkpoint import WalCheckpointer
+
+log = structlog.get_logger(__name__)
+
+#: How often stored transactions are re-driven outside of any subscription's worker.
+TX_RESUME_INTERVAL = 30.0
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd about readiness / liveness (no-op outside a Type=notify unit)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        except OSError:
+            log.warning("systemd.notify_failed")
+
+
+def node_resources(backend: object) -> list[dict[str, object]]:
+    """/cluster/resources node entries from the API backend (the Terraform one reads through
+    its API backend)."""
+    api = getattr(backend, "api", backend)
+    return api.node_resources()  # type: ignore[attr-defined, no-any-return]
+
+
+def place(services: Services, size: PlanSize) -> str:
+    """Placement at allocation: the allowed online node with the most room for this size.
+
+    In-flight creates are not counted here (allocation only reserves ids); the create step
+    takes a per-node slot from the limiter, so a busy node delays, never overloads."""
+    return place_on(services.config, services.backend, size)
+
+
+def place_on(config: Config, backend: object, size: PlanSize) -> str:
+    """:func:`place` for callers without a Services bundle (``vm create``)."""
+    px = config.proxmox
+    limits = PlacementLimits(per_node=px.max_parallel_per_node, total=px.max_parallel)
+    node = choose_node(node_resources(backend), px.nodes, {}, limits,
+                       memory_mb=size.memory, cores=size.cores)
+    assert node is not None  # nothing in flight: only PlacementError can refuse
+    return node
+
+
+class Daemon:
+    """Owns the chain loop, the worker pool and shutdown."""
+
+    def __init__(self, config: Config, *,
+                 services_factory: Callable[[Config], Services] | None = None) -> None:
+        from listener.runtime.wiring import build_services
+
+        self.config = config
+        self.chain_id: int | None = config.chain.chain_id
+        # The chain id the RPC reports (set in run()) reaches the cloud-init CHAIN_ID variable.
+        self._factory = services_factory or (
+            lambda cfg: build_services(cfg, chain_id=self.chain_id))
+        self.stop_event = threading.Event()
+        self._local = threading.local()
+        self._inflight: dict[int, Future[None]] = {}
+        self._last_try: dict[int, float] = {}
+        self._next_drift_check = 0.0
+        self.metrics = Metrics()
+        # two replies in flight: the one being journaled and the prefetched next one
+        self.ranges = RangeController.for_listener(config.chain.max_block_range, in_flight=2)
+        px = config.proxmox
+        self.limiter = PlacementLimiter(
+            PlacementLimits(per_node=px.max_parallel_per_node, total=px.max_parallel),
+            allowed=px.nodes)
+        self.health = HealthState(stale_after=max(60.0, 20 * config.chain.poll_interval))
+        #: Websocket newHeads wake-ups (chain.ws_url); None = poll only.
+        self.heads: HeadWatcher | None = None
+        #: Fetches the next confirmed range during a catch-up step (set up in run()).
+        self.prefetch: LogPrefetcher | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish (signal handlers, tests); wakes an idle wait at once."""
+        self.stop_event.set()
+        if self.heads is not None:
+            self.heads.interrupt()
+
+    def _idle(self) -> None:
+        """Wait for the next scan: ``poll_interval``, cut short by a websocket head.
+
+        A head only wakes the loop; the scan that follows still reads every block from the
+        cursor with eth_getLogs, so missed or out-of-order heads lose nothing."""
+        if self.heads is None:
+            self.stop_event.wait(self.config.chain.poll_interval)
+        elif not self.stop_event.is_set():
+            self.heads.wait_for_head(self.config.chain.poll_interval)
+
+    def _start_heads(self) -> None:
+        ws_url = self.config.chain.ws_url
+        if not ws_url:
+            return
+        self.metrics.ws_connected.set(0)
+        self.heads = HeadWatcher(ws_url, self.chain_id, stop_event=self.stop_event,
+                                 on_connected=lambda up: self.metrics.ws_connected.set(int(up)))
+        self.heads.start()
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _services(self) -> Services:
+        services = getattr(self._local, "services", None)
+        if services is None:
+            services = self._factory(self.config)
+            services.step_observer = self.metrics.observe_step
+            self._local.services = services
+        return services
+
+    def _work(self, subscription_id: int, chain_time: int) -> None:
+        services = self._services()
+        reconciler = Reconciler(services, choose_node=lambda size: place(services, size),
+                                limiter=self.limiter)
+        try:
+            reconciler.reconcile(subscription_id, chain_time)
+        except Exception:  # noqa: BLE001 - a worker must never die silently
+            log.exception("reconcile.crashed", subscription=subscription_id)
+
+    def dispatch(self, pool: ThreadPoolExecutor, store: Store, inventory: Inventory) -> int:
+        """Submit every subscription that has a step to take and is not in flight.
+
+        Every ``proxmox.drift_check_interval`` seconds, subscriptions with a built VM are
+        submitted too, so the worker compares the VM with Proxmox (stopped or deleted by hand).
+        Dead-lettered subscriptions wait for an operator."""
+        for sub_id, future in list(self._inflight.items()):
+            if future.done():
+                del self._inflight[sub_id]
+        chain_time = store.chain_state().chain_time
+        if chain_time is None:
+            return 0
+        submitted = 0
+        now = time.monotonic()
+        drift_check = now >= self._next_drift_check
+        if drift_check:
+            self._next_drift_check = now + self.config.proxmox.drift_check_interval
+        blocked = DeadLetters(store.conn).blocked()
+        grace = self.config.grace_seconds
+        for sub in store.subscriptions():
+            if sub.id in self._inflight or is_blocked(blocked, sub.id, sub.updated_block):
+                continue
+            observed, record = observe(sub, inventory)
+            built = record is not None and record.state in BUILT_STATES
+            if not (drift_check and built):
+                if not due(sub, now, self._last_try):
+                    continue
+                if (next_action(facts_of(sub), chain_time, grace, observed) is None
+                        and not sub.last_error
+                        and subscription_state(sub, inventory, chain_time, grace) == sub.state):
+                    continue
+            self._last_try[sub.id] = now
+            self._inflight[sub.id] = pool.submit(self._work, sub.id, chain_time)
+            submitted += 1
+        return submitted
+
+    # -- main loop -----------------------------------------------------------------------
+
+    def _observe(self, store: Store, inventory: Inventory) -> None:
+        """Refresh the totals shown on /metrics (cheap COUNT queries, once per loop)."""
+        chain_time = store.chain_state().chain_time
+        by_state: dict[str, int] = {}
+        for sub in store.subscriptions():
+            state = (subscription_state(sub, inventory, chain_time, self.config.grace_seconds)
+                     if chain_time is not None else sub.state)
+            by_state[state] = by_state.get(state, 0) + 1
+        txs = TxStore(store.conn)
+        self.metrics.observe_totals(dead_letters=DeadLetters(store.conn).open_count(),
+                                    pending_txs=txs.pending_count(), by_state=by_state)
+        self.metrics.observe_signer(txs.counters())
+        # A signer that cannot pay (or whose fee cap is below the base fee) turns health red.
+        self.health.signer_alerts = [f"{a.kind}: {a.message}" for a in txs.alerts()]
+
+    def _resume_transactions(self) -> None:
+        """Re-drive stored, unconfirmed transactions (rebroadcast the same bytes, bump fees,
+        re-send after a reorg) even for subscriptions no worker is looking at."""
+        minter = self._services().minter
+        if minter is None:
+            return
+        try:
+            minter.txm.resume()
+        except Exception as exc:  # noqa: BLE001 - the next round retries; health shows alerts
+            log.warning("tx.resume_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+
+    def _scan(self, rpc: RpcClient, store: Store) -> ScanResult | None:
+        """One chain step with health bookkeeping; None when it failed (health shows why)."""
+        was_halted = store.chain_state().halted_reason
+        try:
+            result = scan_once(rpc, store, self.config.chain, self.ranges,
+                               prefetch=self.prefetch)
+        except sqlite3.Error as exc:
+            self.health.db_error = f"{type(exc).__name__}: {exc}"[:200]
+            self.metrics.scan_errors.labels(error=type(exc).__name__).inc()
+            log.error("chain.db_failed", error=self.health.db_error)
+            return None
+        except Exception as exc:  # noqa: BLE001 - keep following; health shows it
+            self.health.last_scan_error = f"{type(exc).__name__}: {exc}"[:200]
+            self.metrics.scan_errors.labels(error=type(exc).__name__).inc()
+            log.warning("chain.scan_failed", error=self.health.last_scan_error)
+            return None
+        state = store.chain_state()
+        if state.halted_reason and not was_halted:
+            self.metrics.reorgs.labels(deep="true").inc()
+        self.health.db_error = None
+        self.health.last_scan_ok = time.monotonic()
+        self.health.halted_reason = state.halted_reason
+        self.health.caught_up = result.caught_up and result.outcome is not Outcome.HALTED
+        self.metrics.observe_scan(result, state)
+        return result
+
+    def run(self) -> int:
+        cfg = self.config
+        rpc = RpcClient(cfg.chain.rpc_urls, expected_chain_id=cfg.chain.chain_id)
+        store = Store.open(cfg.db.path)
+        inventory = Inventory(store.conn)
+        if cfg.chain.subscription_contract:
+            self.prefetch = LogPrefetcher(rpc, address=cfg.chain.subscription_contract,
+                                          controller=self.ranges)
+        self.chain_id = rpc.chain_id()
+        store.bind_chain(self.chain_id)
+        self._services()  # fail fast on bad keys / backend config, before "ready"
+        server = serve(cfg.metrics.listen, self.metrics, self.health) if cfg.metrics.listen else None
+        self._resume_transactions()
+        next_resume = time.monotonic() + TX_RESUME_INTERVAL
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+        log.info("daemon.started", cursor=store.chain_state().cursor,
+                 start_block=cfg.chain.start_block, confirmations=cfg.chain.confirmations)
+        self._start_heads()
+        sd_notify("READY=1")
+        with (WalCheckpointer(cfg.db.path),
+              ThreadPoolExecutor(max_workers=cfg.proxmox.max_parallel,
+                                 thread_name_prefix="reconcile") as pool):
+            while not self.stop_event.is_set():
+                result = self._scan(rpc, store)
+                if result is None:
+                    self.stop_event.wait(cfg.chain.poll_interval)
+                    continue
+                if result.outcome is not Outcome.HALTED:
+                    self.dispatch(pool, store, inventory)
+                if server is not None:  # the totals are only read by /metrics and /healthz
+                    self._observe(store, inventory)
+                if time.monotonic() >= next_resume:
+                    self._resume_transactions()
+                    next_resume = time.monotonic() + TX_RESUME_INTERVAL
+                sd_notify("WATCHDOG=1")
+                if result.outcome is Outcome.REORGED or (
+                        result.outcome is Outcome.PROGRESSED and not result.caught_up):
+                    continue
+                self._idle()
+            log.info("daemon.stopping", inflight=len(self._inflight))
+        if self.heads is not None:
+            self.heads.stop()
+        if server is not None:
+            server.shutdown()
+        store.close()
+        return 0
+
+

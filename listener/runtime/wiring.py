@@ -1,0 +1,137 @@
+"""Build the adapters (store, inventory, Proxmox backend, minter) from a resolved Config.
+
+This is the only place that turns config values into live objects; everything else gets
+them injected, which keeps the decision code free of I/O and the tests free of globals.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from eth_account import Account
+from web3 import Web3
+
+from listener.config import Config
+from listener.errors import UserError
+from listener.crypto.key_files import load_private_key, read_owner_only_file
+from listener.writeback.nft import NftMinter
+from listener.reconcile.reconciler import Services
+from listener.chain.journal import Store
+from listener.writeback.txmanager import TxManager
+from provisioner.backend import VMBackend
+from provisioner.inventory import Inventory, Pools
+from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+
+if TYPE_CHECKING:
+    from provisioner.terraform.backend import TerraformBackend
+
+#: One signer, many worker threads: nonce allocation + signing must be serialized.
+SIGNER_LOCK = threading.Lock()
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """Read a secret (token, password) from a file that only its owner can read."""
+    raw = read_owner_only_file(path, what=what,
+                               missing_hint="create it (mode 0600) or fix the config")
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UserError(f"{what} file {path} is not UTF-8 text") from None
+    if not value:
+        raise UserError(f"{what} file {path} is empty")
+    return value
+
+
+def pools_from_config(config: Config) -> Pools:
+    first, last = config.network.ip_pool.bounds()
+    import ipaddress
+
+    net = ipaddress.ip_network(config.network.ip_pool.network, strict=False)
+    v6 = config.network.ipv6_pool
+    return Pools(
+        vmid_first=config.network.vmid_range.start, vmid_last=config.network.vmid_range.end,
+        ipv4_first=str(first), ipv4_last=str(last), ipv4_prefixlen=net.prefixlen,
+        ipv4_gateway=config.network.ip_pool.gateway,
+        ipv6_prefix=v6.prefix, ipv6_first=v6.start, ipv6_last=v6.end, ipv6_gateway=v6.gateway,
+    )
+
+
+def build_api_backend(config: Config) -> ProxmoxAPIBackend:
+    """The proxmoxer backend (also what the Terraform backend and template build read
+    through): API token from its 0600 file, TLS verified as configured."""
+    px = config.proxmox
+    if not px.token_id:
+        raise UserError("proxmox.token_id is not set; create an API token (USER@REALM!TOKENID) "
+                        "and put its secret in proxmox.token_secret_file")
+    verify: bool | str = str(px.verify_ssl) if isinstance(px.verify_ssl, Path) else px.verify_ssl
+    return ProxmoxAPIBackend(
+        px.api_url, px.token_id, read_secret_file(px.token_secret_file, "Proxmox token secret"),
+        verify=verify, pool=px.pool, tag=px.tag, snippets_dir=px.snippets_dir,
+        snippets_storage=px.cloudinit_storage,
+        # clones in flight survive a crash: a half-made VM is adopted, never mistaken for foreign
+        journal_dir=config.db.path.parent / "clone-journal",
+    )
+
+
+def build_terraform_backend_for(config: Config, api: ProxmoxAPIBackend) -> TerraformBackend:
+    """Terraform in proxmox.terraform_dir; ``api`` stays in use read-only for the ownership
+    checks before Terraform acts."""
+    from provisioner.terraform.backend import build_terraform_backend
+
+    px = config.proxmox
+    return build_terraform_backend(
+        api, token_secret=read_secret_file(px.token_secret_file, "Proxmox token secret"),
+        root=px.terraform_dir, snippets_datastore=px.cloudinit_storage,
+        cloudinit_datastore=px.storage)
+
+
+def build_backend(config: Config) -> VMBackend:
+    """The backend ``proxmox.backend`` selects."""
+    api = build_api_backend(config)
+    if config.proxmox.backend != "terraform":
+        return api
+    backend = build_terraform_backend_for(config, api)
+    backend.runner.binary_path()  # fail at start, with the install hint, if terraform is absent
+    return backend
+
+
+def build_web3(config: Config) -> Web3:
+    if not config.chain.rpc_urls:
+        raise UserError("chain.rpc_urls is empty; set at least one RPC endpoint")
+    return Web3(Web3.HTTPProvider(config.chain.rpc_urls[0], request_kwargs={"timeout": 30}))
+
+
+def build_minter(config: Config, store: Store) -> NftMinter | None:
+    if not config.chain.nft_contract:
+        return None
+    from listener.writeback.fees import FeePolicy
+    from listener.writeback.tx_store import TxStore
+
+    account = Account.from_key(load_private_key(config.signer.private_key_file,
+                                                what="signer key"))
+    txm = TxManager(build_web3(config), TxStore(store.conn), account,
+                    fees=FeePolicy.from_gwei(config.signer.max_fee_gwei,
+                                             config.signer.max_priority_fee_gwei),
+                    confirmations=config.chain.confirmations, lock=SIGNER_LOCK)
+    return NftMinter(txm, config.chain.nft_contract)
+
+
+def build_services(config: Config, *, chain_id: int | None = None,
+                   with_chain: bool = True) -> Services:
+    """A full set of adapters for one thread (own SQLite connection, own HTTP sessions).
+
+    ``with_chain=False`` leaves out the signer and the server key, for commands that only
+    stop or destroy VMs (``gc``)."""
+    store = Store.open(config.db.path)
+    inventory = Inventory(store.conn)
+    return Services(
+        config=config, store=store, inventory=inventory, backend=build_backend(config),
+        minter=build_minter(config, store) if with_chain else None,
+        server_key=(load_private_key(config.server_key_file, what="server key")
+                    if with_chain else None),
+        pools=pools_from_config(config),
+        rpc_url_for_vm=config.chain.rpc_urls[0] if config.chain.rpc_urls else "",
+        chain_id=chain_id or config.chain.chain_id,
+    )
