@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="repetitions per path; the median is reported (default 3)")
     add_workload_options(parser)
     add_subset_option(parser, "--paths", PATH_KEYS)
-    add_output_options(parser, workdir_help="where anvil's log and the SQLite files go (default: a temp dir)")
+    add_output_options(
+        parser, workdir_help="where anvil's log and the SQLite files go (default: a temp dir)")
     return parser
 
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from eth_abi import encode as abi_encode
-from eth_utils import to_checksum_address
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
 
-from listener.devkit.devchain import Anvil
 from listener.chain.events import EVENT_TOPICS
+from listener.devkit.devchain import Anvil
 
 #: Where the emitter lives on the bench chain (any address without code works).
 EMITTER_ADDRESS = to_checksum_address("0x00000000000000000000000000000000b10c4057")
@@ -84,7 +84,7 @@ def emitter_runtime() -> bytes:
             _push(size, 2), _push(data_at, 2), _push(0, 1), b"\x39",   # CODECOPY(0, data, size)
             _push(0x20, 1), b"\x35",                                    # count
             _push(0, 1), b"\x35",                                       # i = start
-            b"\x80\x91\x01\x90",                                        # DUP1 SWAP2 ADD SWAP1: [end, i]
+            b"\x80\x91\x01\x90",                                        # DUP1 SWAP2 ADD SWAP1
         ])
         body = b"".join([
             b"\x5b",                                                    # loop: JUMPDEST

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 from rich.console import Console
 from rich.table import Table
 
@@ -54,12 +54,18 @@ from bench.cli_args import (
     print_json,
     report_console,
 )
-from bench.emitter import EMITTER_ADDRESS, GAS_PER_CALL, GAS_PER_LOG, SENDER, JsonRpc, \
-    emitter_runtime
+from bench.emitter import (
+    EMITTER_ADDRESS,
+    GAS_PER_CALL,
+    GAS_PER_LOG,
+    SENDER,
+    JsonRpc,
+    emitter_runtime,
+)
+from listener.crypto.key_files import generate_key_file
 from listener.devkit.devchain import Anvil, start_anvil
 from listener.devkit.devenv import write_secret_file
 from listener.errors import UserError
-from listener.crypto.key_files import generate_key_file
 
 CHAIN_ID = 31337
 MODES = ("polling", "websocket")
@@ -151,7 +157,7 @@ class Rig:
         log_path = config.parent / "listener.log"
         with open(log_path, "ab") as handle:
             process = subprocess.Popen(
-                [sys.executable, "-m", "listener.cli.main", "--config", str(config), "listen"],
+                [sys.executable, "-m", "listener.cli", "--config", str(config), "listen"],
                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         listener = Listener(process, config.parent / "blockhost.db", log_path)
         self.listeners.append(listener)
@@ -323,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="chain.poll_interval of both listeners, seconds (default 0.5)")
     add_subset_option(parser, "--modes", MODES)
     parser.add_argument("--seed", type=int, default=7, help="seed of the random pauses")
-    add_output_options(parser, workdir_help="where logs and databases go (default: a temp dir, removed)")
+    add_output_options(
+        parser, workdir_help="where logs and databases go (default: a temp dir, removed)")
     return parser
 
 

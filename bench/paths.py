@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from eth_abi import decode as abi_decode
-from eth_utils import to_checksum_address
+from eth_abi.abi import decode as abi_decode
+from eth_utils.address import to_checksum_address
 from web3 import Web3
 
 from listener.chain.contracts import load_abi
 from listener.chain.events import EVENT_TOPICS, DecodedLog, args_to_json, decode_log
-from listener.config import ChainConfig
+from listener.chain.journal import Store
 from listener.chain.prefetch import LogPrefetcher
 from listener.chain.rpc import RpcClient
 from listener.chain.scanner import Outcome, scan_once
-from listener.chain.journal import Store
+from listener.config import ChainConfig
 from provisioner.storage.sqlite_db import transaction
 from provisioner.storage.wal_checkpoint import WalCheckpointer
 
@@ -35,8 +35,10 @@ INSERT_EVENT = (
     " subscription_id, plan_id, args, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (block_number, log_index, block_hash) DO NOTHING"
 )
-EVENT_COLUMNS = ("block_number, block_hash, tx_hash, log_index, address, name, subscription_id,"
-                 " plan_id, args, rejected")
+#: Every events row a path wrote, in chain order (what the paths are compared by).
+ROWS_IN_CHAIN_ORDER = ("SELECT block_number, block_hash, tx_hash, log_index, address, name,"
+                       " subscription_id, plan_id, args, rejected"
+                       " FROM events ORDER BY block_number, log_index")
 
 Row = tuple[Any, ...]
 
@@ -210,14 +212,14 @@ def eth_abi_executemany(replay: Replay, db: Path) -> int:
         if log["topics"][0].lower() == created_topic])
 
 
-def transport_ceiling(replay: Replay, db: Path) -> int:  # noqa: ARG001 - no database here
+def transport_ceiling(replay: Replay, db: Path) -> int:
     """(d) The ceiling: POST ``eth_getLogs`` and parse the JSON, nothing else."""
     session = requests.Session()
     return sum(len(_post_get_logs(session, replay, request_id, start, end))
                for request_id, (start, end) in enumerate(replay.ranges(), start=1))
 
 
-def transport_ceiling_orjson(replay: Replay, db: Path) -> int:  # noqa: ARG001 - no database
+def transport_ceiling_orjson(replay: Replay, db: Path) -> int:
     """(d') The ceiling with the fastest client we know: each reply read in one buffered
     read (as ``RpcClient`` does) and parsed with orjson, the cyclic GC paused as during a
     scan step. Nothing that journals can beat this; it is the stricter yardstick."""
@@ -274,8 +276,7 @@ def iter_journaled_rows(db: Path) -> Iterator[Row]:
     dominates the bench process's peak RSS)."""
     conn = sqlite3.connect(str(db))
     try:
-        for row in conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events ORDER BY block_number, log_index"):
+        for row in conn.execute(ROWS_IN_CHAIN_ORDER):
             yield tuple(row)
     finally:
         conn.close()

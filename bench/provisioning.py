@@ -20,14 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from eth_abi import encode
+from eth_abi.abi import encode
 
+from listener.chain.events import EVENT_TOPICS, decode_log
+from listener.chain.journal import Store
 from listener.config import Config, build_config
 from listener.devkit.devenv import write_secret_file
-from listener.chain.events import EVENT_TOPICS, decode_log
-from listener.runtime.logging_setup import configure
+from listener.reconcile.progress import Progress, ProgressStore
 from listener.reconcile.reconciler import Reconciler, Services
-from listener.chain.journal import Store
+from listener.runtime.logging_setup import configure
 from listener.runtime.wiring import build_backend, pools_from_config
 from provisioner.inventory import Inventory
 from provisioner.placement import PlacementLimiter, PlacementLimits
@@ -78,8 +79,9 @@ def run_once(workdir: Path, vms: int, clone_seconds: float, *, parallel: int,
         store = Store.open(config.db.path)
         store.journal_batch([decode_log(_created(i)) for i in range(1, vms + 1)], to_block=16,
                             to_hash="0x" + "ab" * 32, to_timestamp=1, block_times={})
+        progress = ProgressStore(store.conn)
         for sub_id in range(1, vms + 1):
-            store.update_progress(sub_id, token_id=sub_id, nft_expires_at=EXPIRES)
+            progress.save(sub_id, Progress(), Progress(token_id=sub_id, nft_expires_at=EXPIRES))
         store.close()
         limiter = PlacementLimiter(PlacementLimits(per_node=per_node, total=parallel))
 
@@ -139,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{args.vms} VMs, clone {args.clone_seconds}s: default parallelism "
               f"({defaults.max_parallel} total, {defaults.max_parallel_per_node} per node) "
-              f"{parallel:.1f}s, sequential {sequential:.1f}s, speedup {sequential / parallel:.1f}x",
+              f"{parallel:.1f}s, sequential {sequential:.1f}s, "
+              f"speedup {sequential / parallel:.1f}x",
               file=sys.stderr)
     return 0
 

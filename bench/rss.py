@@ -219,10 +219,12 @@ def _verdict(run: RssRun, entry: PathSeries) -> dict[str, Any]:
     largest = max(entry.samples, key=lambda s: s.events)
     # Below one response's worth of logs a larger chain means a larger response: that
     # measures the response size, not whether memory grows with the range.
-    judged = slope is not None and min(run.sizes) >= run.logs_per_request
+    flat = None
+    if slope is not None and min(run.sizes) >= run.logs_per_request:
+        flat = slope < FLAT_FRACTION * run.hold_all_mb_per_10k
     return {
         "slope_mb_per_10k_events": None if slope is None else round(slope, 2),
-        "flat": slope < FLAT_FRACTION * run.hold_all_mb_per_10k if judged else None,
+        "flat": flat,
         "peak_mb_at_largest": round(largest.peak_mb, 1),
         "within_limit": largest.peak_mb <= run.limit_mb,
     }
@@ -306,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_subset_option(parser, "--paths", PATH_KEYS)
     parser.add_argument("--limit-mb", type=float, default=LIMIT_MB,
                         help="peak RSS allowed at the largest size (default 150)")
-    add_output_options(parser, workdir_help="where anvil's log and the SQLite files go (default: temp dir)")
+    add_output_options(parser,
+                       workdir_help="where anvil's log and the SQLite files go (default: temp dir)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser
 

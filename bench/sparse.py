@@ -32,13 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
-
 from web3 import Web3
 
-from provisioner.processes import terminate
-from provisioner.storage.sqlite_db import connect
 from bench.cli_args import (
     add_output_options,
     command_line,
@@ -48,12 +45,14 @@ from bench.cli_args import (
 )
 from bench.report import environment
 from bench.synthchain import DEFAULT_CHAIN_ID, ERROR_STYLES
-from listener.config import ChainConfig
+from listener.chain.journal import Store
 from listener.chain.prefetch import LogPrefetcher
-from listener.runtime.logging_setup import configure as configure_logging
 from listener.chain.rpc import RpcClient
 from listener.chain.scanner import Outcome, scan_once
-from listener.chain.journal import Store
+from listener.config import ChainConfig
+from listener.runtime.logging_setup import configure as configure_logging
+from provisioner.processes import terminate
+from provisioner.storage.sqlite_db import connect
 from provisioner.storage.wal_checkpoint import WalCheckpointer
 
 #: Any address: the synthetic chain holds no logs at all.
@@ -314,11 +313,12 @@ def render_table(run: SparseRun, console: Console) -> None:
     table = Table(title=(f"Catch-up over {run.blocks:,} empty blocks (synthetic node, getLogs "
                          f"cap {run.max_range:,} blocks, +{run.latency_ms:g} ms per request, "
                          f"median of {run.repeat})"))
-    for name, justify in (("path", "left"), ("what it does", "left"),
-                          ("seconds (median)", "right"), ("min – max", "right"),
-                          ("blocks/s", "right"), ("HTTP requests", "right"),
-                          ("getLogs (refused)", "right"), ("speedup", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("path", "left"), ("what it does", "left"), ("seconds (median)", "right"),
+        ("min – max", "right"), ("blocks/s", "right"), ("HTTP requests", "right"),
+        ("getLogs (refused)", "right"), ("speedup", "right"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify)
     for result in run.results:
         seconds = [r.seconds for r in result.runs]
         last = result.runs[-1]
@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the listener's chain.max_block_range (default 100000)")
     parser.add_argument("--chunk", type=positive_int, default=2_000,
                         help="the web3 follower's fixed range (default 2000)")
-    add_output_options(parser, workdir_help="where the SQLite files and the node's log go (default: temp dir)")
+    add_output_options(
+        parser, workdir_help="where the SQLite files and the node's log go (default: temp dir)")
     return parser
 
 

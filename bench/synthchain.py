@@ -204,13 +204,13 @@ def make_server(chain: SynthChain, port: int = 0, *, latency: float = 0.0) -> Th
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path == "/stats":
                 self._send(200, chain.stats())
             else:
                 self._send(404, {"error": "only GET /stats and JSON-RPC POSTs are served"})
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             chain.count_http_request()
             if latency > 0:
                 time.sleep(latency)

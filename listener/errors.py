@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class BlockhostError(Exception):
     """Base class for every error this package raises on purpose."""
+
+    #: True when no retry can fix it without an operator (the reconciler's failure policy).
+    permanent: ClassVar[bool] = False
 
 
 class UserError(BlockhostError):
@@ -13,6 +18,8 @@ class UserError(BlockhostError):
     The message is a single line saying what went wrong, why, and what to do.
     The CLI prints it without a traceback and exits 1.
     """
+
+    permanent = True
 
 
 class ConfigError(UserError):

@@ -127,16 +127,20 @@ class VMBackend(Protocol):
 class OwnedView(Protocol):
     """What an ownership check reads of a VM (VMStatus and the API backend's VM view)."""
 
-    pool: str | None
-    name: str
-    description: str
-    tags: tuple[str, ...]
-    smbios_uuid: str | None
+    @property
+    def pool(self) -> str | None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+    @property
+    def smbios_uuid(self) -> str | None: ...
 
 
 def ownership_problems(vm: OwnedView, *, pool: str, tag: str, subscription_id: int | None,
-                       name: str,
-                       smbios_uuid: str | None, require_tags: bool,
+                       name: str, smbios_uuid: str | None, require_tags: bool,
                        is_template: bool = False) -> list[str]:
     """Why ``vm`` is not provably the instance we built (empty list = it is): pool,
     description marker (managed-by, sub, name), VM name, not a template, no foreign ``sub-``
@@ -145,34 +149,43 @@ def ownership_problems(vm: OwnedView, *, pool: str, tag: str, subscription_id: i
     problems: list[str] = []
     if vm.pool != pool:
         problems.append(f"pool is {vm.pool!r}, expected {pool!r}")
-    marker = parse_marker(vm.description)
-    if marker is None:
-        problems.append("no ownership marker in the description")
-    else:
-        if marker.managed_by != tag:
-            problems.append(f"marker managed-by={marker.managed_by!r}, expected {tag!r}")
-        if marker.subscription_id != subscription_id:
-            problems.append(f"marker sub={_sub_text(marker.subscription_id)}, expected "
-                            f"{_sub_text(subscription_id)}")
-        if marker.name != name:
-            problems.append(f"marker name={marker.name!r}, expected {name!r}")
+    problems += _marker_problems(parse_marker(vm.description), tag=tag,
+                                 subscription_id=subscription_id, name=name)
     if vm.name != name:
         problems.append(f"name is {vm.name!r}, expected {name!r}")
     if is_template:
         problems.append("is a template")
-    tags = set(vm.tags)
-    own = subscription_tag(subscription_id)
-    foreign = sorted(t for t in tags
-                     if (t.startswith("sub-") or t == MANUAL_TAG) and t != own)
-    if foreign:
-        problems.append(f"carries other subscription tags {foreign}")
-    if require_tags:
-        for wanted in (tag, own):
-            if wanted not in tags:
-                problems.append(f"tag {wanted!r} missing")
+    problems += _tag_problems(set(vm.tags), tag=tag, own=subscription_tag(subscription_id),
+                              require_tags=require_tags)
     if smbios_uuid is not None and vm.smbios_uuid != smbios_uuid:
         problems.append(f"smbios uuid is {vm.smbios_uuid!r}, expected {smbios_uuid!r} "
                         "(a different VM instance)")
+    return problems
+
+
+def _marker_problems(marker: Marker | None, *, tag: str, subscription_id: int | None,
+                     name: str) -> list[str]:
+    if marker is None:
+        return ["no ownership marker in the description"]
+    problems: list[str] = []
+    if marker.managed_by != tag:
+        problems.append(f"marker managed-by={marker.managed_by!r}, expected {tag!r}")
+    if marker.subscription_id != subscription_id:
+        problems.append(f"marker sub={_sub_text(marker.subscription_id)}, expected "
+                        f"{_sub_text(subscription_id)}")
+    if marker.name != name:
+        problems.append(f"marker name={marker.name!r}, expected {name!r}")
+    return problems
+
+
+def _tag_problems(tags: set[str], *, tag: str, own: str, require_tags: bool) -> list[str]:
+    """Tags of another subscription (a VM is never shared), and ours when required."""
+    problems: list[str] = []
+    foreign = sorted(t for t in tags if (t.startswith("sub-") or t == MANUAL_TAG) and t != own)
+    if foreign:
+        problems.append(f"carries other subscription tags {foreign}")
+    if require_tags:
+        problems.extend(f"tag {wanted!r} missing" for wanted in (tag, own) if wanted not in tags)
     return problems
 
 

@@ -43,26 +43,28 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from provisioner.cloudinit_yaml import dump_yaml
+from provisioner.usernames import validate_username
+
 __all__ = [
     "KNOWN_VARIABLES",
-    "MissingVariablesError",
     "REPO_TEMPLATE_DIR",
     "SYSTEM_TEMPLATE_DIR",
     "TEMPLATE_DIRS",
+    "MissingVariablesError",
     "TemplateError",
     "find_template",
     "list_variables",
     "render",
     "render_text",
     "toml_dumps",
-    "validate_username",
 ]
 
 SYSTEM_TEMPLATE_DIR = Path("/usr/share/blockhost/cloud-init/templates")
@@ -74,27 +76,17 @@ HEADER = "#cloud-config"
 
 _PLACEHOLDER_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TEMPLATE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_USERNAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _HOST_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _SECRET_RE = re.compile(r"[0-9a-fA-F]{32,256}")
 _BARE_TOML_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_INT_MIN, _TOML_INT_MAX = -(2**63), 2**63 - 1
 
-#: Accounts that exist on a stock Debian/Ubuntu image; creating the owner's login under
-#: one of these names would hand a system account to the subscriber.
-RESERVED_USERNAMES = frozenset(
-    {
-        "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news",
-        "uucp", "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt",
-        "messagebus", "sshd", "polkitd", "syslog", "uuidd", "tcpdump", "tss",
-        "landscape", "fwupd-refresh", "dnsmasq",
-    }
-)
-
-
 class TemplateError(ValueError):
     """A template cannot be found, read or rendered; or a variable is invalid."""
+
+    #: A template or value the operator must fix (see provisioner.errors).
+    permanent: ClassVar[bool] = True
 
 
 class MissingVariablesError(TemplateError):
@@ -108,18 +100,6 @@ class MissingVariablesError(TemplateError):
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def validate_username(username: str) -> str:
-    """Return ``username`` if it is a safe Linux login name, else raise ValueError."""
-    if not isinstance(username, str) or not _USERNAME_RE.fullmatch(username):
-        raise ValueError(
-            "username must start with a lowercase letter or '_' and contain only "
-            "lowercase letters, digits, '_' or '-' (1-32 characters)"
-        )
-    if username in RESERVED_USERNAMES:
-        raise ValueError(f"username {username!r} is a system account name; choose another")
-    return username
 
 
 def _as_int(name: str, value: str | int, low: int, high: int) -> int:
@@ -167,9 +147,16 @@ def _is_ipv6_or_empty(text: str) -> bool:
 
 def _username_var(name: str, value: str | int) -> str | int:
     try:
-        return validate_username(value)  # type: ignore[arg-type]
+        return validate_username(value)
     except ValueError as exc:
         raise TemplateError(f"variable {name}: {exc}") from None
+
+
+def _is_address(text: str) -> bool:
+    return bool(_ADDRESS_RE.fullmatch(text))
+
+
+_ADDRESS_RULE = "a 0x-prefixed 40-hex-digit address"
 
 
 def _is_hostname(text: str) -> bool:
@@ -200,15 +187,16 @@ def _url_host_var(name: str, value: str | int) -> str | int:
 #: Validators (and normalizers) for variables whose meaning is fixed. Free-text
 #: variables (RPC_URL, and any name not listed) are only serialized, never validated here.
 KNOWN_VARIABLES: Mapping[str, Callable[[str, str | int], str | int]] = {
-    "VM_NAME": _text_var(_is_hostname, "a host name (dot-separated labels of letters, digits, '-')"),
+    "VM_NAME": _text_var(_is_hostname,
+                         "a host name (dot-separated labels of letters, digits, '-')"),
     "SIGNING_HOST": _url_host_var,
     "USERNAME": _username_var,
     "NFT_TOKEN_ID": _int_var(0, 2**256 - 1),
     "CHAIN_ID": _int_var(1, _TOML_INT_MAX),
     "OTP_LENGTH": _int_var(4, 32),
     "OTP_TTL": _int_var(1, 86_400),
-    "WALLET_ADDRESS": _text_var(lambda v: bool(_ADDRESS_RE.fullmatch(v)), "a 0x-prefixed 40-hex-digit address"),
-    "NFT_CONTRACT": _text_var(lambda v: bool(_ADDRESS_RE.fullmatch(v)), "a 0x-prefixed 40-hex-digit address"),
+    "WALLET_ADDRESS": _text_var(_is_address, _ADDRESS_RULE),
+    "NFT_CONTRACT": _text_var(_is_address, _ADDRESS_RULE),
     "VM_IP": _text_var(lambda v: v == "" or _is_ip(v), "an IP address or empty"),
     "VM_IPV6": _text_var(_is_ipv6_or_empty, "an IPv6 address or empty"),
     "SECRET_KEY": _text_var(lambda v: bool(_SECRET_RE.fullmatch(v)), "32-256 hex digits"),
@@ -246,7 +234,7 @@ class _Whole:
 class _TomlDoc:
     """``!toml`` mapping: serialized to TOML text after substitution."""
 
-    table: dict[str, Any]
+    table: dict[Hashable, Any]  # YAML keys: the TOML writer refuses any but strings
 
 
 class _TemplateLoader(yaml.SafeLoader):
@@ -429,35 +417,6 @@ def toml_dumps(table: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- YAML writer
-
-
-class _Dumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _represent_str(dumper: _Dumper, data: str) -> yaml.ScalarNode:
-    # Literal blocks for file bodies; the emitter falls back to a quoted style whenever
-    # a literal block could not represent the string exactly.
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def _dump(tree: Any) -> str:
-    return yaml.dump(
-        tree,
-        Dumper=_Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=False,  # True mis-emits NEL/LS/PS (YAML 1.1 line breaks) in blocks
-        width=1_000_000,
-    )
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -490,7 +449,7 @@ def render_text(
         raise MissingVariablesError(missing, template)
     values = _normalize_variables(variables)
     rendered = _substitute(tree, values)
-    body = _dump(rendered)
+    body = dump_yaml(rendered)
     if yaml.safe_load(body) != rendered:
         raise TemplateError(f"internal error: rendered template {template} does not round-trip")
     return f"{HEADER}\n{body}"

@@ -4,22 +4,27 @@ PVE reports every failure as a message string - in the HTTP reason phrase for sy
 errors, in a task's ``exitstatus`` for errors raised inside a worker. :func:`classify` maps
 (status, message) to one of the :class:`PveError` subclasses so callers decide by type:
 
-===================  ===========================================================  =========
-class                typical message / cause                                      retry?
-===================  ===========================================================  =========
-Locked               ``VM is locked (clone)``, ``can't lock file ... got timeout``  yes
-AlreadyExists        ``unable to create VM N: config file already exists``,         no
-                     ``VM N already exists``; subclass VmidTaken: the id is held by
-                     a VM that is not provably ours (allocate another id)
+The last column is the class's ``permanent`` flag, the classification the reconciler's failure
+policy reads (:mod:`listener.reconcile.failures`): a permanent failure needs an operator, anything
+else is worth another try of the whole step. ``retryable`` (Locked, Transient) says more narrowly
+that repeating the very same call may help, e.g. a Terraform run that met a lock.
+
+===================  ===========================================================  ==========
+class                typical message / cause                                      permanent?
+===================  ===========================================================  ==========
+Locked               ``VM is locked (clone)``, ``can't lock file ... got timeout``  no
+AlreadyExists        ``unable to create VM N: config file already exists``,         yes
+                     ``VM N already exists``; subclass VmidTaken: the id is held by  (VmidTaken:
+                     a VM that is not provably ours (allocate another id)           no)
 NotFound             ``Configuration file 'nodes/x/qemu-server/N.conf' does not     no
                      exist``, ``unable to find configuration file for VM N``
-PermissionDenied     HTTP 401 / 403, ``Permission check failed (/vms/N, ...)``      no
-Transient            other 5xx (not 501), 595/596 (AnyEvent), 408/429, connection  yes
+PermissionDenied     HTTP 401 / 403, ``Permission check failed (/vms/N, ...)``      yes
+Transient            other 5xx (not 501), 595/596 (AnyEvent), 408/429, connection  no
                      errors, timeouts, a task still running at the deadline
 TaskFailed           a UPID task ended with an error not matched above              no*
-OwnershipMismatch    a VM's markers do not match ours: refused, never "fixed"      no
+OwnershipMismatch    a VM's markers do not match ours: refused, never "fixed"      yes
 PveError             anything else (e.g. 400 parameter verification)               no
-===================  ===========================================================  =========
+===================  ===========================================================  ==========
 
 (*) a failed task left PVE in a clean state (e.g. a failed clone removed its VM), so the
 caller may retry the whole step; the class only says the step itself failed.
@@ -33,6 +38,9 @@ from typing import ClassVar
 class ProvisionerError(Exception):
     """Base class of every error raised by ``provisioner``."""
 
+    #: True when no retry can fix it without an operator (see the table above).
+    permanent: ClassVar[bool] = False
+
 
 class PveError(ProvisionerError):
     """A Proxmox VE API failure.
@@ -43,6 +51,7 @@ class PveError(ProvisionerError):
     ``upid`` the task when the failure came from one.
     """
 
+    #: True when the very same call may succeed if simply repeated (a lock, a busy node).
     retryable: ClassVar[bool] = False
 
     def __init__(self, status: int, message: str, *, errors: dict[str, str] | None = None,
@@ -66,10 +75,14 @@ class Locked(PveError):
 class AlreadyExists(PveError):
     """The VMID is taken (and, from the backend, not by a VM that is provably ours)."""
 
+    permanent = True
+
 
 class VmidTaken(AlreadyExists):
     """The VMID is held by a VM we cannot prove is ours (a foreign VM, or one invisible to our
     pool-scoped token): skip this id and allocate another one - never reuse or touch it."""
+
+    permanent = False
 
 
 class NotFound(PveError):
@@ -83,6 +96,8 @@ class TaskFailed(PveError):
 class PermissionDenied(PveError):
     """401 (bad or missing API token) or 403 (privilege check failed)."""
 
+    permanent = True
+
 
 class Transient(PveError):
     """Worth retrying: 5xx without a known meaning, 595/596, connection errors, timeouts,
@@ -94,6 +109,8 @@ class Transient(PveError):
 class OwnershipMismatch(PveError):
     """A VM's ownership markers (pool, tag, description marker, smbios uuid) do not match:
     it is not ours (or no longer the instance we created) - refuse, never repair."""
+
+    permanent = True
 
 
 _LOCKED = ("is locked", "can't lock file", "got lock request timeout", "lock request timeout")

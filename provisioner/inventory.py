@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 from provisioner.storage.sqlite_db import migrate, transaction
 
@@ -68,6 +69,9 @@ VM_STATES = ("reserved", "created", "running", "stopped", "destroyed")
 
 class AllocationError(Exception):
     """A pool is exhausted or a requested value is already leased."""
+
+    #: A lease may be released by the next destroy: worth another try (see provisioner.errors).
+    permanent: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -144,13 +148,14 @@ class VMRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> VMRecord:
-        return cls(**{key: row[key] for key in row.keys()})
+        return cls(**dict(zip(row.keys(), row, strict=True)))
 
 
 class Inventory:
     """VM records and leases on a shared SQLite connection."""
 
-    def __init__(self, conn: sqlite3.Connection, *, clock: callable = time.time) -> None:  # type: ignore[valid-type]
+    def __init__(self, conn: sqlite3.Connection, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self._conn = conn
         self._clock = clock
         migrate(conn, "inventory", MIGRATIONS)

@@ -15,6 +15,7 @@ Environment: ``BLOCKHOST_EVENT`` (``created`` | ``destroyed``), ``BLOCKHOST_VM_N
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -129,10 +130,8 @@ def _run_one(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> Hook
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         out, err = proc.communicate()
         return HookResult(argv, None, out.decode(errors="replace")[-_TAIL:],
                           err.decode(errors="replace")[-_TAIL:], f"timed out after {timeout:g}s")

@@ -105,6 +105,20 @@ def choose_node(
     Eligible: online, in ``allowed`` (when non-empty), below ``limits.per_node`` in flight and
     able to hold ``memory_mb`` more. Returns None when the global or every per-node limit is
     reached; raises PlacementError when no online node is allowed or none could ever fit."""
+    nodes = _allowed_online(resources, allowed)
+    need = max(0, memory_mb) * MIB
+    fitting = [n for n in nodes if n.free_mem >= need and n.maxcpu >= cores]
+    if not fitting:
+        raise PlacementError(f"no node can hold a VM with {memory_mb} MiB and {cores} cores "
+                             "(free memory or CPU count too small)")
+    if sum(max(0, v) for v in inflight.values()) >= limits.total:
+        return None
+    return _best(fitting, inflight, limits, need=need, cores=cores)
+
+
+def _allowed_online(resources: Sequence[Mapping[str, Any]],
+                    allowed: Sequence[str] | None) -> list[NodeInfo]:
+    """The online nodes placement may use; PlacementError when there is none."""
     nodes = online_nodes(resources)
     if allowed:
         wanted = set(allowed)
@@ -114,13 +128,13 @@ def choose_node(
                                  f"{sorted(wanted)}; check proxmox.nodes and the cluster")
     elif not nodes:
         raise PlacementError("the cluster reports no online node")
-    need = max(0, memory_mb) * MIB
-    fitting = [n for n in nodes if n.free_mem >= need and n.maxcpu >= cores]
-    if not fitting:
-        raise PlacementError(f"no node can hold a VM with {memory_mb} MiB and {cores} cores "
-                             "(free memory or CPU count too small)")
-    if sum(max(0, v) for v in inflight.values()) >= limits.total:
-        return None
+    return nodes
+
+
+def _best(fitting: list[NodeInfo], inflight: Mapping[str, int], limits: PlacementLimits, *,
+          need: int, cores: int) -> str | None:
+    """The node with the most room once its in-flight creates are counted, None when every
+    node is at its limit."""
     ranked: list[tuple[int, float, str]] = []
     for node in fitting:
         busy = max(0, inflight.get(node.name, 0))

@@ -1,6 +1,6 @@
-"""listener.crypto.core against independent implementations and hostile input.
+"""listener.crypto against independent implementations and hostile input.
 
-The independent path used here shares no code with listener.crypto.core: secp256k1 point
+The independent path used here shares no code with listener.crypto: secp256k1 point
 arithmetic in plain Python, HKDF from hmac/hashlib, AES-GCM and keccak from pycryptodome
 (installed with eth-account), and, where node is on PATH, node's own crypto module.
 """
@@ -22,13 +22,23 @@ from eth_account.messages import encode_defunct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listener.crypto import core as crypto
-from listener.crypto.core import (
-    MAX_ECIES_BYTES,
+from listener.crypto.credentials import (
     MAX_NFT_PAYLOAD_BYTES,
     ConnectionDetails,
-    CryptoError,
+    decrypt_connection_details,
+    encrypt_connection_details,
+)
+from listener.crypto.ecies import MAX_ECIES_BYTES, MAX_USER_PLAINTEXT_BYTES, ecies_decrypt, ecies_encrypt
+from listener.crypto.errors import CryptoError
+from listener.crypto.secp256k1 import public_key_from_private
+from listener.crypto.user_secret import (
     UserSecret,
+    build_user_plaintext,
+    decrypt_user_encrypted,
+    make_public_secret,
+    parse_user_plaintext,
+    recover_personal_sign,
+    sign_public_secret,
 )
 
 # ---------------------------------------------------------------- independent secp256k1
@@ -140,8 +150,8 @@ def _user_signature(message: str, account=USER) -> bytes:
 
 
 def test_known_answer_vector_decrypts() -> None:
-    assert crypto.public_key_from_private(KAT_RECIPIENT_KEY) == KAT_RECIPIENT_PUB
-    assert crypto.ecies_decrypt(KAT_RECIPIENT_KEY, KAT_BLOB) == KAT_PLAINTEXT
+    assert public_key_from_private(KAT_RECIPIENT_KEY) == KAT_RECIPIENT_PUB
+    assert ecies_decrypt(KAT_RECIPIENT_KEY, KAT_BLOB) == KAT_PLAINTEXT
 
 
 def test_known_answer_vector_matches_independent_path() -> None:
@@ -167,27 +177,27 @@ def test_hand_computed_hkdf_matches_rfc5869_case_3() -> None:
 
 @pytest.mark.parametrize("ephemeral", [1, 2, N - 1, 0xC0FFEE, int.from_bytes(os.urandom(32), "big") % (N - 1) + 1])
 def test_decrypts_independent_encryption(ephemeral: int) -> None:
-    pub = crypto.public_key_from_private(SERVER_KEY)
+    pub = public_key_from_private(SERVER_KEY)
     blob = independent_ecies_encrypt(pub, b"hello \x00 world", ephemeral, os.urandom(12))
-    assert crypto.ecies_decrypt(SERVER_KEY, blob) == b"hello \x00 world"
+    assert ecies_decrypt(SERVER_KEY, blob) == b"hello \x00 world"
 
 
 def test_independent_path_decrypts_our_encryption() -> None:
-    pub = crypto.public_key_from_private(SERVER_KEY)
+    pub = public_key_from_private(SERVER_KEY)
     for plaintext in (b"", b"x", os.urandom(500)):
-        blob = crypto.ecies_encrypt(pub, plaintext)
+        blob = ecies_encrypt(pub, plaintext)
         assert len(blob) == 65 + 12 + len(plaintext) + 16
         assert independent_ecies_decrypt(int.from_bytes(SERVER_KEY, "big"), blob) == plaintext
 
 
 def test_public_key_forms_accepted() -> None:
-    pub65 = crypto.public_key_from_private(SERVER_KEY)
+    pub65 = public_key_from_private(SERVER_KEY)
     x, y = _decode(pub65)
     compressed = bytes([2 + (y & 1)]) + x.to_bytes(32, "big")
     assert pub65 == _encode(_mul(int.from_bytes(SERVER_KEY, "big"), G))
     for pub in (pub65, pub65[1:], compressed):
-        blob = crypto.ecies_encrypt(pub, b"form")
-        assert crypto.ecies_decrypt(SERVER_KEY, blob) == b"form"
+        blob = ecies_encrypt(pub, b"form")
+        assert ecies_decrypt(SERVER_KEY, blob) == b"form"
 
 
 @pytest.mark.parametrize(
@@ -196,25 +206,25 @@ def test_public_key_forms_accepted() -> None:
 )
 def test_bad_public_keys_rejected(pub: bytes) -> None:
     with pytest.raises(CryptoError):
-        crypto.ecies_encrypt(pub, b"x")
+        ecies_encrypt(pub, b"x")
 
 
 def test_wrong_key_and_tampering_rejected() -> None:
-    pub = crypto.public_key_from_private(SERVER_KEY)
-    blob = crypto.ecies_encrypt(pub, b"secret")
+    pub = public_key_from_private(SERVER_KEY)
+    blob = ecies_encrypt(pub, b"secret")
     with pytest.raises(CryptoError, match="authentication"):
-        crypto.ecies_decrypt(USER_KEY, blob)
+        ecies_decrypt(USER_KEY, blob)
     for index in (0 + 70, 65, 80, len(blob) - 1):
         tampered = bytearray(blob)
         tampered[index] ^= 1
         with pytest.raises(CryptoError):
-            crypto.ecies_decrypt(SERVER_KEY, bytes(tampered))
+            ecies_decrypt(SERVER_KEY, bytes(tampered))
     with pytest.raises(CryptoError):
-        crypto.ecies_decrypt(SERVER_KEY, blob[:92])
+        ecies_decrypt(SERVER_KEY, blob[:92])
     with pytest.raises(CryptoError, match="limit"):
-        crypto.ecies_decrypt(SERVER_KEY, blob + b"\x00" * MAX_ECIES_BYTES)
+        ecies_decrypt(SERVER_KEY, blob + b"\x00" * MAX_ECIES_BYTES)
     with pytest.raises(CryptoError):
-        crypto.ecies_decrypt(b"\x00" * 32, blob)
+        ecies_decrypt(b"\x00" * 32, blob)
 
 
 NODE_SCRIPT = r"""
@@ -244,16 +254,16 @@ if (mode === 'encrypt') {            // a = recipient pub hex, b = plaintext hex
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not on PATH")
 def test_interoperates_with_node_crypto() -> None:
     """The signup page encrypts in JavaScript: check both directions against node."""
-    pub = crypto.public_key_from_private(SERVER_KEY)
-    plaintext = crypto.build_user_plaintext(
-        _user_signature("libpam-web3:x:1"), crypto.make_public_secret(USER.address, "1")
+    pub = public_key_from_private(SERVER_KEY)
+    plaintext = build_user_plaintext(
+        _user_signature("libpam-web3:x:1"), make_public_secret(USER.address, "1")
     )
     out = subprocess.run(
         ["node", "-e", NODE_SCRIPT, "encrypt", pub.hex(), plaintext.hex()],
         check=True, capture_output=True, text=True, timeout=60,
     ).stdout
-    assert crypto.ecies_decrypt(SERVER_KEY, bytes.fromhex(out)) == plaintext
-    blob = crypto.ecies_encrypt(pub, plaintext)
+    assert ecies_decrypt(SERVER_KEY, bytes.fromhex(out)) == plaintext
+    blob = ecies_encrypt(pub, plaintext)
     out = subprocess.run(
         ["node", "-e", NODE_SCRIPT, "decrypt", SERVER_KEY.hex(), blob.hex()],
         check=True, capture_output=True, text=True, timeout=60,
@@ -265,19 +275,19 @@ def test_interoperates_with_node_crypto() -> None:
 
 
 def test_recover_matches_eth_account_for_every_v_encoding() -> None:
-    message = crypto.make_public_secret(USER.address)
+    message = make_public_secret(USER.address)
     signature = _user_signature(message)
     assert signature[64] in (27, 28)
-    assert crypto.recover_personal_sign(message, signature) == USER.address
-    assert crypto.recover_personal_sign(message, signature[:64] + bytes([signature[64] - 27])) == USER.address
+    assert recover_personal_sign(message, signature) == USER.address
+    assert recover_personal_sign(message, signature[:64] + bytes([signature[64] - 27])) == USER.address
     bad_v = signature[:64] + bytes([29])
     with pytest.raises(CryptoError, match="recovery id"):
-        crypto.recover_personal_sign(message, bad_v)
+        recover_personal_sign(message, bad_v)
 
 
 def test_recover_unicode_message_matches_eth_account() -> None:
     message = "blockhost-access ✓ ünïcode"
-    assert crypto.recover_personal_sign(message, _user_signature(message)) == USER.address
+    assert recover_personal_sign(message, _user_signature(message)) == USER.address
 
 
 def test_high_s_twin_rejected() -> None:
@@ -287,49 +297,49 @@ def test_high_s_twin_rejected() -> None:
     twin = signature[:32] + (N - s).to_bytes(32, "big") + bytes([55 - signature[64]])
     assert Account.recover_message(encode_defunct(text=message), signature=twin) == USER.address
     with pytest.raises(CryptoError, match="low-s"):
-        crypto.recover_personal_sign(message, twin)
+        recover_personal_sign(message, twin)
 
 
 def test_sign_public_secret_is_personal_sign() -> None:
-    message = crypto.make_public_secret(USER.address, "abc")
-    assert crypto.sign_public_secret(USER_KEY, message) == _user_signature(message)
+    message = make_public_secret(USER.address, "abc")
+    assert sign_public_secret(USER_KEY, message) == _user_signature(message)
 
 
 def test_make_public_secret() -> None:
-    ps = crypto.make_public_secret(USER.address.lower(), "n-1")
+    ps = make_public_secret(USER.address.lower(), "n-1")
     assert ps == f"libpam-web3:{USER.address}:n-1"
-    random_one = crypto.make_public_secret(USER.address)
+    random_one = make_public_secret(USER.address)
     assert random_one.startswith(f"libpam-web3:{USER.address}:") and len(random_one.split(":")[2]) == 32
-    assert crypto.make_public_secret(USER.address) != random_one
+    assert make_public_secret(USER.address) != random_one
     for bad_nonce in ("", "a b", "x:y", "é", "a" * 129):
         with pytest.raises(CryptoError):
-            crypto.make_public_secret(USER.address, bad_nonce)
+            make_public_secret(USER.address, bad_nonce)
     with pytest.raises(CryptoError):
-        crypto.make_public_secret("0x1234", "n")
+        make_public_secret("0x1234", "n")
 
 
 # ---------------------------------------------------------------- user plaintext
 
 
 def _encrypt_v2(account=USER, named=None, nonce="n0") -> tuple[bytes, str, bytes]:
-    public_secret = crypto.make_public_secret((named or account).address, nonce)
+    public_secret = make_public_secret((named or account).address, nonce)
     signature = _user_signature(public_secret, account)
-    plaintext = crypto.build_user_plaintext(signature, public_secret)
-    return crypto.ecies_encrypt(crypto.public_key_from_private(SERVER_KEY), plaintext), public_secret, signature
+    plaintext = build_user_plaintext(signature, public_secret)
+    return ecies_encrypt(public_key_from_private(SERVER_KEY), plaintext), public_secret, signature
 
 
 def test_v2_round_trip() -> None:
     blob, public_secret, signature = _encrypt_v2()
-    secret = crypto.decrypt_user_encrypted(
+    secret = decrypt_user_encrypted(
         SERVER_KEY, blob, subscriber=USER.address.lower(), public_secret_default="unused"
     )
     assert secret == UserSecret(signature=signature, public_secret=public_secret, form="v2")
 
 
 def test_v2_plaintext_is_compact_json() -> None:
-    public_secret = crypto.make_public_secret(USER.address, "n")
+    public_secret = make_public_secret(USER.address, "n")
     signature = _user_signature(public_secret)
-    plaintext = crypto.build_user_plaintext(signature, public_secret)
+    plaintext = build_user_plaintext(signature, public_secret)
     assert plaintext == json.dumps(
         {"signature": "0x" + signature.hex(), "publicSecret": public_secret}, separators=(",", ":")
     ).encode()
@@ -338,28 +348,28 @@ def test_v2_plaintext_is_compact_json() -> None:
 def test_legacy_round_trip() -> None:
     signature = _user_signature("blockhost-access")
     plaintext = ("0x" + signature.hex()).encode()
-    blob = independent_ecies_encrypt(crypto.public_key_from_private(SERVER_KEY), plaintext, 12345, os.urandom(12))
-    secret = crypto.decrypt_user_encrypted(
+    blob = independent_ecies_encrypt(public_key_from_private(SERVER_KEY), plaintext, 12345, os.urandom(12))
+    secret = decrypt_user_encrypted(
         SERVER_KEY, blob, subscriber=USER.address, public_secret_default="blockhost-access"
     )
     assert secret.form == "legacy"
     assert secret.public_secret == "blockhost-access"
     assert secret.signature == signature
     # Whitespace around the legacy string (a trailing newline from a script) is tolerated.
-    parsed = crypto.parse_user_plaintext(plaintext + b"\n", public_secret_default="blockhost-access")
+    parsed = parse_user_plaintext(plaintext + b"\n", public_secret_default="blockhost-access")
     assert parsed.signature == signature
 
 
 def test_wrong_subscriber_rejected() -> None:
     blob, _, _ = _encrypt_v2()
     with pytest.raises(CryptoError, match="publicSecret names a different address"):
-        crypto.decrypt_user_encrypted(SERVER_KEY, blob, subscriber=OTHER.address, public_secret_default="x")
+        decrypt_user_encrypted(SERVER_KEY, blob, subscriber=OTHER.address, public_secret_default="x")
     signature = _user_signature("blockhost-access")
-    legacy = crypto.ecies_encrypt(
-        crypto.public_key_from_private(SERVER_KEY), ("0x" + signature.hex()).encode()
+    legacy = ecies_encrypt(
+        public_key_from_private(SERVER_KEY), ("0x" + signature.hex()).encode()
     )
     with pytest.raises(CryptoError, match="signature does not recover to the subscriber"):
-        crypto.decrypt_user_encrypted(
+        decrypt_user_encrypted(
             SERVER_KEY, legacy, subscriber=OTHER.address, public_secret_default="blockhost-access"
         )
 
@@ -368,14 +378,14 @@ def test_v2_address_mismatch_rejected_even_when_signature_is_the_subscribers() -
     # USER signs a publicSecret that names OTHER: the signature is USER's, the name is not.
     blob, _, _ = _encrypt_v2(account=USER, named=OTHER)
     with pytest.raises(CryptoError, match="different address"):
-        crypto.decrypt_user_encrypted(SERVER_KEY, blob, subscriber=USER.address, public_secret_default="x")
+        decrypt_user_encrypted(SERVER_KEY, blob, subscriber=USER.address, public_secret_default="x")
 
 
 def test_v2_signed_by_someone_else_rejected() -> None:
     # OTHER signs a publicSecret naming USER and submits it for USER.
     blob, _, _ = _encrypt_v2(account=OTHER, named=USER)
     with pytest.raises(CryptoError, match="signature does not recover to the subscriber"):
-        crypto.decrypt_user_encrypted(SERVER_KEY, blob, subscriber=USER.address, public_secret_default="x")
+        decrypt_user_encrypted(SERVER_KEY, blob, subscriber=USER.address, public_secret_default="x")
 
 
 @pytest.mark.parametrize(
@@ -404,12 +414,12 @@ def test_v2_signed_by_someone_else_rejected() -> None:
 )
 def test_malformed_plaintexts_rejected(plaintext: bytes) -> None:
     with pytest.raises(CryptoError):
-        crypto.parse_user_plaintext(plaintext, public_secret_default="blockhost-access")
+        parse_user_plaintext(plaintext, public_secret_default="blockhost-access")
 
 
 def test_legacy_needs_a_default() -> None:
     with pytest.raises(CryptoError, match="public_secret_default"):
-        crypto.parse_user_plaintext(b"0x" + b"ab" * 65, public_secret_default="")
+        parse_user_plaintext(b"0x" + b"ab" * 65, public_secret_default="")
 
 
 def test_user_secret_repr_hides_signature() -> None:
@@ -425,10 +435,10 @@ def test_error_messages_never_contain_secrets() -> None:
     blob, _, signature = _encrypt_v2()
     errors = []
     for call in (
-        lambda: crypto.decrypt_user_encrypted(SERVER_KEY, blob, subscriber=OTHER.address, public_secret_default="x"),
-        lambda: crypto.ecies_decrypt(USER_KEY, blob),
-        lambda: crypto.parse_user_plaintext(b"0x" + signature.hex().encode() + b"00", public_secret_default="x"),
-        lambda: crypto.decrypt_connection_details(signature, blob),
+        lambda: decrypt_user_encrypted(SERVER_KEY, blob, subscriber=OTHER.address, public_secret_default="x"),
+        lambda: ecies_decrypt(USER_KEY, blob),
+        lambda: parse_user_plaintext(b"0x" + signature.hex().encode() + b"00", public_secret_default="x"),
+        lambda: decrypt_connection_details(signature, blob),
     ):
         with pytest.raises(CryptoError) as info:
             call()
@@ -447,12 +457,12 @@ DETAILS = ConnectionDetails(hostname="2001:db8::7", port=22, username="admin")
 
 
 def test_nft_payload_round_trip_and_layout() -> None:
-    signature = _user_signature(crypto.make_public_secret(USER.address, "n"))
-    blob = crypto.encrypt_connection_details(signature, DETAILS)
-    assert crypto.decrypt_connection_details(signature, blob) == DETAILS
+    signature = _user_signature(make_public_secret(USER.address, "n"))
+    blob = encrypt_connection_details(signature, DETAILS)
+    assert decrypt_connection_details(signature, blob) == DETAILS
     assert independent_nft_decrypt(signature, blob) == b'{"hostname":"2001:db8::7","port":22,"username":"admin"}'
     assert len(blob) == 12 + len(DETAILS.to_json()) + 16
-    assert blob[:12] != crypto.encrypt_connection_details(signature, DETAILS)[:12]  # fresh nonce
+    assert blob[:12] != encrypt_connection_details(signature, DETAILS)[:12]  # fresh nonce
 
 
 @pytest.mark.parametrize(
@@ -466,7 +476,7 @@ def test_nft_payload_round_trip_and_layout() -> None:
 def test_nft_payload_reads_independent_encryptions(plaintext: bytes) -> None:
     signature = _user_signature("blockhost-access")
     blob = independent_nft_encrypt(signature, plaintext, os.urandom(12))
-    assert crypto.decrypt_connection_details(signature, blob) == ConnectionDetails("10.0.0.5", 22, "admin")
+    assert decrypt_connection_details(signature, blob) == ConnectionDetails("10.0.0.5", 22, "admin")
 
 
 @pytest.mark.parametrize(
@@ -494,20 +504,20 @@ def test_nft_payload_bad_plaintexts_rejected(plaintext: bytes) -> None:
     signature = _user_signature("blockhost-access")
     blob = independent_nft_encrypt(signature, plaintext, os.urandom(12))
     with pytest.raises(CryptoError):
-        crypto.decrypt_connection_details(signature, blob)
+        decrypt_connection_details(signature, blob)
 
 
 def test_nft_payload_wrong_signature_and_sizes() -> None:
     signature = _user_signature("blockhost-access")
-    blob = crypto.encrypt_connection_details(signature, DETAILS)
+    blob = encrypt_connection_details(signature, DETAILS)
     with pytest.raises(CryptoError, match="authentication"):
-        crypto.decrypt_connection_details(_user_signature("blockhost-access", OTHER), blob)
+        decrypt_connection_details(_user_signature("blockhost-access", OTHER), blob)
     with pytest.raises(CryptoError):
-        crypto.decrypt_connection_details(signature[:64], blob)
+        decrypt_connection_details(signature[:64], blob)
     with pytest.raises(CryptoError):
-        crypto.decrypt_connection_details(signature, blob[:27])
+        decrypt_connection_details(signature, blob[:27])
     with pytest.raises(CryptoError, match="limit"):
-        crypto.decrypt_connection_details(signature, blob + b"\x00" * MAX_NFT_PAYLOAD_BYTES)
+        decrypt_connection_details(signature, blob + b"\x00" * MAX_NFT_PAYLOAD_BYTES)
 
 
 def test_connection_details_validation() -> None:
@@ -525,8 +535,8 @@ def test_connection_details_validation() -> None:
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SIG = _user_signature("blockhost-access")
-SERVER_PUB = crypto.public_key_from_private(SERVER_KEY)
-EPHEMERAL_HEADER = crypto.ecies_encrypt(SERVER_PUB, b"")[:65]
+SERVER_PUB = public_key_from_private(SERVER_KEY)
+EPHEMERAL_HEADER = ecies_encrypt(SERVER_PUB, b"")[:65]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
@@ -554,14 +564,14 @@ plaintexts = st.one_of(
 ))
 def test_fuzz_ecies_decrypt_raises_only_crypto_error(blob: bytes) -> None:
     with pytest.raises(CryptoError):
-        crypto.ecies_decrypt(SERVER_KEY, blob)
+        ecies_decrypt(SERVER_KEY, blob)
 
 
 @FUZZ
 @given(plaintext=plaintexts)
 def test_fuzz_user_plaintext_raises_only_crypto_error(plaintext: bytes) -> None:
     try:
-        secret = crypto.parse_user_plaintext(plaintext, public_secret_default="blockhost-access")
+        secret = parse_user_plaintext(plaintext, public_secret_default="blockhost-access")
     except CryptoError:
         return
     assert len(secret.signature) == 65
@@ -570,11 +580,11 @@ def test_fuzz_user_plaintext_raises_only_crypto_error(plaintext: bytes) -> None:
 @FUZZ
 @given(plaintext=plaintexts)
 def test_fuzz_full_user_path_raises_only_crypto_error(plaintext: bytes) -> None:
-    if len(plaintext) > crypto.MAX_USER_PLAINTEXT_BYTES:
-        plaintext = plaintext[: crypto.MAX_USER_PLAINTEXT_BYTES]
-    blob = crypto.ecies_encrypt(SERVER_PUB, plaintext)
+    if len(plaintext) > MAX_USER_PLAINTEXT_BYTES:
+        plaintext = plaintext[: MAX_USER_PLAINTEXT_BYTES]
+    blob = ecies_encrypt(SERVER_PUB, plaintext)
     with pytest.raises(CryptoError):
-        crypto.decrypt_user_encrypted(SERVER_KEY, blob, subscriber=USER.address, public_secret_default="x")
+        decrypt_user_encrypted(SERVER_KEY, blob, subscriber=USER.address, public_secret_default="x")
 
 
 @FUZZ
@@ -584,7 +594,7 @@ def test_fuzz_full_user_path_raises_only_crypto_error(plaintext: bytes) -> None:
 ), signature=st.one_of(st.just(SIG), st.binary(max_size=80)))
 def test_fuzz_connection_details_raises_only_crypto_error(blob: bytes, signature: bytes) -> None:
     try:
-        details = crypto.decrypt_connection_details(signature, blob)
+        details = decrypt_connection_details(signature, blob)
     except CryptoError:
         return
     assert isinstance(details, ConnectionDetails)

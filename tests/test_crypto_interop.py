@@ -15,15 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.crypto.core import (
-    MAX_ECIES_BYTES,
-    ConnectionDetails,
-    CryptoError,
-    decrypt_connection_details,
-    decrypt_user_encrypted,
-    encrypt_connection_details,
-    public_key_from_private,
-)
+from listener.crypto.credentials import ConnectionDetails, decrypt_connection_details, encrypt_connection_details
+from listener.crypto.ecies import MAX_ECIES_BYTES
+from listener.crypto.errors import CryptoError
+from listener.crypto.secp256k1 import public_key_from_private
+from listener.crypto.user_secret import decrypt_user_encrypted
 from listener.devkit.devchain import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "tests" / "interop" / "vectors.mjs"

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from listener.chain.contracts import load_artifact
-from listener.crypto.core import ConnectionDetails
+from listener.crypto.credentials import ConnectionDetails
 from listener.devkit.devenv import DevEnv, sim_vm, start_dev_env
 from listener.userkit.subscriber import credentials, subscribe
 
@@ -145,7 +145,7 @@ def test_no_secrets_in_logs_or_database(env: DevEnv) -> None:
 @pytest.mark.slow
 def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     """`blockhost demo` exits 0 and its timeline shows every step."""
-    proc = subprocess.run([sys.executable, "-m", "listener.cli.main", "demo", "--workdir",
+    proc = subprocess.run([sys.executable, "-m", "listener.cli", "demo", "--workdir",
                            str(tmp_path / "demo")], capture_output=True, text=True, timeout=300,
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

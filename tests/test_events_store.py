@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from eth_abi import encode
 from eth_utils import to_checksum_address as eth_utils_checksum
+from hypothesis import given
+from hypothesis import strategies as st
 
 from listener.chain.events import EVENT_TOPICS, TOPIC_TO_EVENT, decode_log
 from listener.chain.journal import Store
+from listener.reconcile.decide import SubscriptionState
+from listener.reconcile.progress import Progress, ProgressStore
 
 CONTRACT = "0x" + "11" * 20
 SUBSCRIBER = "0x" + "22" * 20
@@ -105,12 +107,14 @@ class TestJournal:
         store = Store.open(tmp_path / "db.sqlite")
         logs = [decode_log(created(1, 100)), decode_log(extended(1, 200, index=1))]
         store.journal_batch(logs, to_block=10, to_hash="0xaa", to_timestamp=50, block_times={})
-        store.update_progress(1, state="active", token_id=4)
+        progress = ProgressStore(store.conn)
+        progress.save(1, Progress(), Progress(state=SubscriptionState.ACTIVE, token_id=4))
         again = store.journal_batch(logs[:1], to_block=10, to_hash="0xaa", to_timestamp=50,
                                     block_times={})
         assert again == 0
         sub = store.subscription(1)
-        assert sub is not None and sub.expires_at == 200 and sub.token_id == 4
+        assert sub is not None and sub.expires_at == 200
+        assert progress.of(1) == Progress(state=SubscriptionState.ACTIVE, token_id=4)
 
     def test_rollback_keeps_cursor_and_events_together(self, tmp_path: Path) -> None:
         store = Store.open(tmp_path / "db.sqlite")
@@ -179,7 +183,7 @@ class TestJournalSchema:
     """Migration 6 rebuilt ``events`` with its identity index in chain order."""
 
     def test_a_version_5_journal_migrates_with_every_row(self, tmp_path: Path) -> None:
-        from listener.chain.journal import MIGRATIONS
+        from listener.chain.journal_schema import MIGRATIONS
         from provisioner.storage.sqlite_db import connect, migrate
 
         path = tmp_path / "db.sqlite"

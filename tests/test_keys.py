@@ -11,7 +11,7 @@ import pytest
 from eth_account import Account
 
 from listener.crypto import key_files as keys
-from listener.crypto.core import SECP256K1_N
+from listener.crypto.secp256k1 import SECP256K1_N
 from listener.errors import UserError
 
 KNOWN_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")

@@ -113,8 +113,8 @@ def violations(root: Path) -> list[str]:
             src, dst = imp.importer, imp.imported
             if src.startswith("provisioner") and dst.split(".")[0] == "listener":
                 found.append(f"{where}: provisioner imports {dst}")
-            if dst.startswith("provisioner.pvesim") and not (
-                    src.startswith("provisioner.pvesim") or src.startswith("listener.devkit")):
+            if dst.startswith("provisioner.pvesim") and \
+                    not src.startswith(("provisioner.pvesim", "listener.devkit")):
                 found.append(f"{where}: only the simulator and devkit may import {dst}")
             if src.startswith("provisioner.pvesim") and dst.startswith("provisioner") and \
                     not dst.startswith(SIMULATOR_MAY_IMPORT):
@@ -167,7 +167,7 @@ def _plant(tmp_path: Path, relative: str, source: str) -> None:
      "the CLI imports listener.devkit.demo at module level"),
     ("listener/runtime/daemon.py", "from provisioner.pvesim import state\n",
      "only the simulator and devkit may import provisioner.pvesim"),
-    ("provisioner/pvesim/state.py", "from provisioner.backend import VMRef\n",
+    ("provisioner/pvesim/simulator.py", "from provisioner.backend import VMRef\n",
      "the simulator must not share code with the client"),
     ("listener/crypto/ecies.py", "from listener.chain import events\n",
      "listener.crypto must not import listener.chain.events"),

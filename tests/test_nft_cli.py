@@ -16,7 +16,7 @@ from web3 import Web3
 
 from listener.cli.main import main
 from listener.chain.contracts import deploy_all, load_abi, send_transaction
-from listener.crypto.core import public_key_from_private
+from listener.crypto.secp256k1 import public_key_from_private
 from listener.devkit.devchain import DEV_PRIVATE_KEYS, REPO_ROOT, Anvil
 from listener.writeback.tx_store import TxStore
 
@@ -26,7 +26,7 @@ MINT_MAIN = "import sys; from listener.cli.main import mint_nft_main; sys.exit(m
 
 def _run(*argv: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-c", code, *argv] if code else [
-        sys.executable, "-m", "listener.cli.main", *argv]
+        sys.executable, "-m", "listener.cli", *argv]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
 

@@ -207,7 +207,7 @@ def test_acquire_wakes_up_when_a_slot_is_released() -> None:
 
 
 def test_choice_from_the_simulator_cluster_resources(tmp_path: Path) -> None:
-    from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+    from provisioner.proxmox.backend import ProxmoxAPIBackend
     from provisioner.pvesim.launcher import start_pvesim
 
     sim = start_pvesim(tmp_path / "sim", nodes=("pve1", "pve2", "pve3"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from listener.cli.main import build_parser
+from listener.cli.parser import build_parser
 from listener.config import config_key_paths
 from provisioner.cloudinit import list_variables
 from provisioner.pvesim.__main__ import build_parser as build_pvesim_parser

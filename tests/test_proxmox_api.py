@@ -34,7 +34,8 @@ from provisioner.errors import (
     Transient,
     classify,
 )
-from provisioner.proxmox.api_backend import ProxmoxAPIBackend, build_ipconfig, encode_sshkeys
+from provisioner.proxmox.backend import ProxmoxAPIBackend
+from provisioner.proxmox.encoders import build_ipconfig, encode_sshkeys
 from provisioner.pvesim.launcher import PveSim, start_pvesim
 
 POOL_TOKEN = "blockhost@pve!provisioner=5d1c0c3a-9a7e-4f7e-b0f4-2b3f9a1c7d10"

@@ -32,7 +32,7 @@ from provisioner.errors import (
     Transient,
     VmidTaken,
 )
-from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+from provisioner.proxmox.backend import ProxmoxAPIBackend
 from provisioner.pvesim.launcher import PveSim, start_pvesim
 from tests.crashes import sigkill_when
 
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = r"""
 import json, os, sys
 from provisioner.backend import VMSpec
-from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+from provisioner.proxmox.backend import ProxmoxAPIBackend
 args = json.loads(sys.argv[1])
 backend = ProxmoxAPIBackend(args["url"], args["token_id"], os.environ["PVE_TOKEN_SECRET"],
                             verify=args["ca"], pool="blockhost", journal_dir=args["journal"],

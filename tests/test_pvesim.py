@@ -16,16 +16,19 @@ from proxmoxer import ProxmoxAPI, ResourceException
 from proxmoxer.tools import Tasks
 
 from provisioner.pvesim import params as simparams
-from provisioner.pvesim.launcher import PveSim, start_pvesim
-from provisioner.pvesim.server import ROUTES
+from provisioner.pvesim.launcher import PveSim, PveSimError, start_pvesim
+from provisioner.pvesim.server.routes import ROUTES
 
 REPO = Path(__file__).resolve().parents[1]
+#: shared/ sits beside the repository root (here and in CI's fresh clone)
+SHARED = REPO.parent / "shared"
 SCHEMA_REL = Path("pve-api") / "schema-subset.json"
 #: where the real PVE schema subset may live: $BLOCKHOST_PVE_SCHEMA, ../shared beside the repo
 #: (the project layout), or shared/ inside it
 SCHEMA_CANDIDATES = [
-    *([Path(os.environ["BLOCKHOST_PVE_SCHEMA"])] if os.environ.get("BLOCKHOST_PVE_SCHEMA") else []),
-    REPO.parent / "shared" / SCHEMA_REL,
+    *([Path(os.environ["BLOCKHOST_PVE_SCHEMA"])] if os.environ.get("BLOCKHOST_PVE_SCHEMA")
+      else []),
+    SHARED / SCHEMA_REL,
     REPO / "shared" / SCHEMA_REL,
 ]
 POOL_TOKEN = "blockhost@pve!provisioner=0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -116,7 +119,8 @@ def test_clone_upid_lock_and_result(pvesim: PveSim) -> None:
     assert decoded["user"] == "root@pam"
     assert upid.split(":")[7] == pvesim.token_id
     for idx in (2, 3, 4):
-        assert len(upid.split(":")[idx]) == 8 and upid.split(":")[idx] == upid.split(":")[idx].upper()
+        assert len(upid.split(":")[idx]) == 8 and \
+            upid.split(":")[idx] == upid.split(":")[idx].upper()
 
     # while the task runs: a temporary config holding only the lock
     running = px.nodes("pve1").tasks(upid).status.get()
@@ -168,7 +172,8 @@ def test_clone_to_target_node_lives_there(pvesim: PveSim) -> None:
     assert px.nodes("pve2").qemu(130).config.get()["name"] == "vm130"
     with pytest.raises(ResourceException) as info:
         px.nodes("pve1").qemu(130).config.get()
-    assert info.value.content == "Configuration file 'nodes/pve1/qemu-server/130.conf' does not exist"
+    assert info.value.content == \
+        "Configuration file 'nodes/pve1/qemu-server/130.conf' does not exist"
     assert [v["vmid"] for v in px.nodes("pve2").qemu.get()] == [130]
 
 
@@ -176,7 +181,8 @@ def test_clone_synchronous_errors_in_reason_phrase(pvesim: PveSim) -> None:
     r = raw(pvesim, "POST", "nodes/pve1/qemu/9001/clone", data={"newid": 9001})
     assert r.status_code == 500
     assert r.reason == "unable to create VM 9001: config file already exists"
-    assert r.json() == {"data": None, "message": "unable to create VM 9001: config file already exists\n"}
+    assert r.json() == {"data": None,
+                        "message": "unable to create VM 9001: config file already exists\n"}
     r = raw(pvesim, "POST", "nodes/pve1/qemu/555/clone", data={"newid": 556})
     assert r.status_code == 500
     assert r.reason == "Configuration file 'nodes/pve1/qemu-server/555.conf' does not exist"
@@ -316,7 +322,8 @@ def test_power_and_destroy_semantics(pvesim: PveSim) -> None:
     with pytest.raises(ResourceException) as info:
         vm.config.get()
     assert info.value.status_code == 500
-    assert info.value.content == "Configuration file 'nodes/pve1/qemu-server/150.conf' does not exist"
+    assert info.value.content == \
+        "Configuration file 'nodes/pve1/qemu-server/150.conf' does not exist"
     with pytest.raises(ResourceException) as info:
         vm.delete(purge=1)
     assert "does not exist" in info.value.content
@@ -516,9 +523,9 @@ def test_fault_injection_modes(pvesim: PveSim) -> None:
     assert time.monotonic() - t0 >= 0.3
 
     # bad fault specs are rejected
-    with pytest.raises(Exception):
+    with pytest.raises(PveSimError):
         pvesim.inject(op="version", mode="fail_task")
-    with pytest.raises(Exception):
+    with pytest.raises(PveSimError):
         pvesim.inject(op="nope", mode="http_error")
 
 
@@ -532,7 +539,8 @@ def test_control_api_vms_nodes_reset(pvesim: PveSim) -> None:
     with pytest.raises(ResourceException) as info:
         px.nodes("pve2").qemu(190).config.get()
     assert info.value.status_code == 595
-    assert {e["node"]: e["status"] for e in px.cluster.resources.get(type="node")}["pve2"] == "offline"
+    statuses = {e["node"]: e["status"] for e in px.cluster.resources.get(type="node")}
+    assert statuses["pve2"] == "offline"
     pvesim.set_node("pve2", status="online")
     pvesim.delete_vm(190)
     assert pvesim.vm(190) is None
@@ -570,16 +578,24 @@ def test_cli_generates_and_prints_a_token(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- schema
 
 
+def _schema_required() -> bool:
+    """In CI (``CI=true``) a missing schema is a failure: a skip there would hide a check that
+    could then never fail. ``BLOCKHOST_REQUIRE_PVE_SCHEMA=1`` asks the same anywhere."""
+    return os.environ.get("CI", "").lower() == "true" or \
+        os.environ.get("BLOCKHOST_REQUIRE_PVE_SCHEMA") == "1"
+
+
 def _schema() -> dict[str, Any]:
-    """The real schema subset; skip (or, with BLOCKHOST_REQUIRE_PVE_SCHEMA=1, fail) with the
-    paths looked at when absent, and fail when present but unreadable."""
+    """The real schema subset; skip (fail in CI) with the paths looked at when absent, and
+    fail when present but unreadable."""
     path = next((p for p in SCHEMA_CANDIDATES if p.is_file()), None)
     if path is None:
         looked = ", ".join(str(p) for p in SCHEMA_CANDIDATES)
         message = (f"PVE schema subset not found (looked at {looked}); cannot cross-check the "
                    "simulator's parameter table - set BLOCKHOST_PVE_SCHEMA to its path")
-        if os.environ.get("BLOCKHOST_REQUIRE_PVE_SCHEMA") == "1":
-            pytest.fail(message)
+        if _schema_required():
+            pytest.fail(f"{message}. CI must run this check: put shared/ (with {SCHEMA_REL}) "
+                        "beside the clone")
         pytest.skip(message)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -591,12 +607,24 @@ def _schema() -> dict[str, Any]:
 
 
 def test_schema_lookup_finds_the_shared_file_or_explains() -> None:
-    assert REPO.parent / "shared" / SCHEMA_REL in SCHEMA_CANDIDATES
+    assert Path(__file__).resolve().parents[1].parent / "shared" / SCHEMA_REL in SCHEMA_CANDIDATES
     if not any(p.is_file() for p in SCHEMA_CANDIDATES):
         with pytest.raises(pytest.skip.Exception, match="looked at"):
             _schema()
     else:
         assert "/nodes/{node}/qemu/{vmid}/clone" in _schema()
+
+
+def test_a_missing_schema_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    monkeypatch.setitem(globals(), "SCHEMA_CANDIDATES", [tmp_path / "absent.json"])
+    monkeypatch.delenv("BLOCKHOST_REQUIRE_PVE_SCHEMA", raising=False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run this check"):
+        _schema()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="looked at"):
+        _schema()
 
 
 def test_simulator_parameters_exist_in_the_real_schema() -> None:
@@ -635,7 +663,7 @@ def test_simulator_parameters_exist_in_the_real_schema() -> None:
 
 
 def test_simulator_permissions_match_the_real_schema() -> None:
-    from provisioner.pvesim.server import VM_PRIVS
+    from provisioner.pvesim.server.routes import VM_PRIVS
 
     schema = _schema()
     for route in ROUTES:

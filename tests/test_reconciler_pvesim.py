@@ -12,16 +12,17 @@ from typing import Any
 
 import pytest
 
-from listener.config import build_config
-from listener.reconcile.dead_letters import DeadLetters
 from listener.chain.events import EVENT_TOPICS, decode_log
-from listener.ops.gc import GcMode, execute, plan
-from listener.reconcile.reconciler import Reconciler, Services
 from listener.chain.journal import Store
+from listener.config import build_config
 from listener.devkit.devenv import write_secret_file
+from listener.ops.gc import GcMode, execute, plan
+from listener.reconcile.dead_letters import DeadLetters
+from listener.reconcile.progress import Progress, ProgressStore
+from listener.reconcile.reconciler import Reconciler, Services
 from listener.runtime.wiring import pools_from_config
 from provisioner.inventory import Inventory
-from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+from provisioner.proxmox.backend import ProxmoxAPIBackend
 
 EXPIRES = 2_000_000_000
 GRACE_DAYS = 1
@@ -72,12 +73,14 @@ class World:
                                  backend=backend, minter=None, server_key=None,
                                  pools=pools_from_config(self.config))
         self.reconciler = Reconciler(self.services, choose_node=lambda _size: "pve1")
+        self.progress = ProgressStore(self.store.conn)
 
     def paid(self, sub_id: int, expires_at: int = EXPIRES) -> None:
         self.store.journal_batch([decode_log(created_log(sub_id, expires_at))],
                                  to_block=100 + sub_id, to_hash="0x" + "ab" * 32,
                                  to_timestamp=1, block_times={})
-        self.store.update_progress(sub_id, token_id=sub_id, nft_expires_at=expires_at)
+        self.progress.save(sub_id, Progress(),
+                           Progress(token_id=sub_id, nft_expires_at=expires_at))
 
     def reconcile(self, sub_id: int, chain_time: int = EXPIRES - 100) -> str | None:
         return self.reconciler.reconcile(sub_id, chain_time)
@@ -129,7 +132,7 @@ def test_a_foreign_vm_on_our_vmid_is_never_touched(world: World) -> None:
     assert world.inventory.foreign_vmids().keys() == {100000}
     foreign = world.sim.vm(100000)
     assert foreign["name"] == "someone-else" and foreign["status"] == "running"
-    steps = world.store.steps(1)
+    steps = world.progress.steps(1)
     assert ("create_vm", "failed") in {(s, p) for s, p, _ in steps}
 
 
@@ -272,7 +275,7 @@ def test_a_failing_create_hook_is_retried_and_the_vm_adopted(tmp_path: Path, pve
         world.paid(1)
         assert world.reconcile(1) == "create_vm"  # built, but the hook failed
         first = world.vm(1)
-        assert first.state == "reserved" and "hook" in world.store.subscription(1).last_error
+        assert first.state == "reserved" and "hook" in (world.progress.of(1).last_error or "")
         assert world.sim.vm(first.vmid) is not None
         flag.touch()
         world.reconcile(1)
@@ -292,8 +295,8 @@ def test_a_full_node_defers_creation_without_failing(world: World) -> None:
     world.paid(1)
     assert reconciler.reconcile(1, EXPIRES - 100) == "create_vm"
     assert world.vm(1).state == "reserved"
-    sub = world.store.subscription(1)
-    assert sub.attempts == 0 and sub.last_error is None
+    progress = world.progress.of(1)
+    assert progress.attempts == 0 and progress.last_error is None
     limiter.release("pve1")
     reconciler.reconcile(1, EXPIRES - 100)
     assert world.vm(1).state == "running" and limiter.inflight() == {}

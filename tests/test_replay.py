@@ -150,7 +150,7 @@ def test_replay_command_prints_one_json_report(history: History, tmp_path: Path,
                   "max_block_range": 5},
         "db": {"path": str(store.path)},
     }))
-    command = [sys.executable, "-m", "listener.cli.main", "--config", str(config_path), "replay",
+    command = [sys.executable, "-m", "listener.cli", "--config", str(config_path), "replay",
                "--from-block", "0"]
     dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=120,
                          cwd=ROOT, stdin=subprocess.DEVNULL)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.cli.main import build_parser
+from listener.cli.parser import build_parser
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 

@@ -14,7 +14,7 @@ import pytest
 
 from provisioner.backend import VMSpec
 from provisioner.errors import NotFound, PermissionDenied, VmidTaken
-from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+from provisioner.proxmox.backend import ProxmoxAPIBackend
 from provisioner.pvesim.launcher import PveSim, start_pvesim
 from provisioner.proxmox.template_build import TemplateSpec, build_template, create_params
 from tests.crashes import sigkill_when
@@ -123,7 +123,7 @@ def test_interrupted_between_create_and_convert_resumes(sim: PveSim) -> None:
 
 WORKER = r"""
 import json, os, sys
-from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+from provisioner.proxmox.backend import ProxmoxAPIBackend
 from provisioner.proxmox.template_build import TemplateSpec, build_template
 a = json.loads(sys.argv[1])
 b = ProxmoxAPIBackend(a["url"], a["token_id"], os.environ["PVE_TOKEN_SECRET"], verify=a["ca"],

@@ -22,7 +22,7 @@ import yaml
 
 from provisioner.backend import VMBackend, VMRef, VMSpec, marker_for
 from provisioner.errors import AlreadyExists, NotFound, OwnershipMismatch
-from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+from provisioner.proxmox.backend import ProxmoxAPIBackend
 from provisioner.pvesim.launcher import PveSim, start_pvesim
 from provisioner.terraform.backend import TerraformBackend, build_terraform_backend
 from provisioner.terraform.export import disk_gb, export_vm

@@ -17,14 +17,13 @@ from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil
 from listener.writeback.fees import GWEI, FeePolicy, Fees
 from listener.writeback.nft import MintRequest, NftMinter, mint_key
 from listener.writeback.tx_store import TxStore
+from listener.writeback.send_errors import SendOutcome, classify_send_error
 from listener.writeback.txmanager import (
-    SendOutcome,
     SignerUnhealthy,
     TxCall,
-    TxManager,
     TxFailed,
+    TxManager,
     TxPending,
-    classify_send_error,
 )
 
 OWNER, ALICE = (Account.from_key(k) for k in DEV_PRIVATE_KEYS[:2])

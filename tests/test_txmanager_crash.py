@@ -17,7 +17,8 @@ from eth_account import Account
 from web3 import Web3
 
 from listener.chain.contracts import deploy_contract
-from listener.crypto.core import ConnectionDetails, encrypt_connection_details, sign_public_secret
+from listener.crypto.credentials import ConnectionDetails, encrypt_connection_details
+from listener.crypto.user_secret import sign_public_secret
 from listener.devkit.devchain import DEV_PRIVATE_KEYS, REPO_ROOT, Anvil
 from listener.writeback.fees import FeePolicy
 from listener.writeback.nft import MintRequest, NftMinter, mint_key

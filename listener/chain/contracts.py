@@ -15,15 +15,19 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import function_abi_to_4byte_selector, to_checksum_address
+from eth_utils.abi import function_abi_to_4byte_selector
+from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.types import TxParams, TxReceipt
+
+if TYPE_CHECKING:
+    from eth_typing import ABIError
 
 from listener.errors import BlockhostError, UserError
 
@@ -109,7 +113,8 @@ def error_selectors(abi: list[dict[str, Any]]) -> dict[str, str]:
         if item.get("type") != "error":
             continue
         signature = f"{item['name']}({','.join(i['type'] for i in item.get('inputs', []))})"
-        out["0x" + function_abi_to_4byte_selector(item).hex()] = signature
+        selector = function_abi_to_4byte_selector(cast("ABIError", item))
+        out["0x" + selector.hex()] = signature
     return out
 
 
@@ -121,7 +126,8 @@ def describe_revert(data: str | bytes | None, abi: list[dict[str, Any]] | None =
     if not raw.startswith("0x"):
         raw = "0x" + raw
     selector = raw[:10].lower()
-    known = (error_selectors(abi) if abi is not None else {}).get(selector) or _all_known_errors().get(selector)
+    known = ((error_selectors(abi) if abi is not None else {}).get(selector)
+             or _all_known_errors().get(selector))
     if known:
         return f"reverted with {known}"
     if selector == "0x08c379a0":
@@ -214,7 +220,7 @@ def build_transaction(
         contract_abi = getattr(fn_or_txdict, "contract_abi", None) or getattr(fn_or_txdict, "abi", None)
         abi = contract_abi if isinstance(contract_abi, list) else None
         # A gas value stops web3 from estimating on its own; ours follows with a margin.
-        params: TxParams = {**tx, "gas": gas or 1}  # type: ignore[typeddict-item]
+        params: TxParams = {**tx, "gas": gas or 1}  # type: ignore[typeddict-item]  # tx holds TxParams keys
         tx = dict(fn_or_txdict.build_transaction(params))
     if gas is not None:
         tx["gas"] = gas
@@ -228,7 +234,7 @@ def build_transaction(
 def _estimate(w3: Web3, tx: Mapping[str, Any], *, abi: list[dict[str, Any]] | None) -> int:
     probe = {k: v for k, v in tx.items() if k not in ("gas", "type", "chainId", "nonce")}
     try:
-        estimate = int(w3.eth.estimate_gas(probe))  # type: ignore[arg-type]
+        estimate = int(w3.eth.estimate_gas(probe))  # type: ignore[arg-type]  # probe holds TxParams keys
     except (ContractLogicError, Web3RPCError) as exc:
         # A revert (custom error, panic, require) or a node-side refusal such as insufficient
         # funds. Connection problems are not caught: they are not the transaction's fault.
@@ -337,7 +343,8 @@ def deploy_all(
 
     say("deploying BlockhostSubscriptions")
     subscriptions_address, _ = deploy_contract(w3, account, "BlockhostSubscriptions")
-    subscriptions = w3.eth.contract(address=subscriptions_address, abi=load_abi("BlockhostSubscriptions"))
+    subscriptions = w3.eth.contract(address=to_checksum_address(subscriptions_address),
+                                    abi=load_abi("BlockhostSubscriptions"))
     say(f"setting the primary stablecoin to {stablecoin_address}")
     send_transaction(w3, account, subscriptions.functions.setPrimaryStablecoin(stablecoin_address))
     if initial_plan is not None:

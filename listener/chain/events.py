@@ -10,9 +10,9 @@ import json
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from eth_abi import decode as abi_decode
-from eth_utils import keccak
 from cchecksum import to_checksum_address as checksum_address
+from eth_abi.abi import decode as abi_decode
+from eth_utils.crypto import keccak
 
 #: name → (indexed (name, type) list, data (name, type) list)
 EVENT_ABI: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]] = {
@@ -270,21 +270,18 @@ def decode_log(log: dict[str, Any], *, contract: str | None = None) -> DecodedLo
 def decode_log_strict(log: dict[str, Any], *, contract: str | None = None) -> DecodedLog:
     """The general decoder (every event, every encoding eth_abi accepts); the reference the
     fast path is tested against."""
-    meta = dict(
-        block_number=_hex_int(log["blockNumber"]),
-        block_hash=str(log["blockHash"]).lower(),
-        tx_hash=str(log["transactionHash"]).lower(),
-        log_index=_hex_int(log["logIndex"]),
-        address=str(log["address"]).lower(),
-    )
+    # block_number, block_hash, tx_hash, log_index, address: DecodedLog's leading fields
+    meta = (_hex_int(log["blockNumber"]), str(log["blockHash"]).lower(),
+            str(log["transactionHash"]).lower(), _hex_int(log["logIndex"]),
+            str(log["address"]).lower())
     topics = log.get("topics") or []
-    if contract is not None and meta["address"] != contract.lower():
-        return DecodedLog(**meta, name="unknown", args={}, rejected="log from another contract")
+    if contract is not None and meta[4] != contract.lower():
+        return DecodedLog(*meta, name="unknown", args={}, rejected="log from another contract")
     if not topics:
-        return DecodedLog(**meta, name="unknown", args={}, rejected="anonymous log (no topics)")
+        return DecodedLog(*meta, name="unknown", args={}, rejected="anonymous log (no topics)")
     name = TOPIC_TO_EVENT.get(str(topics[0]).lower())
     if name is None:
-        return DecodedLog(**meta, name="unknown", args={"topic0": str(topics[0])},
+        return DecodedLog(*meta, name="unknown", args={"topic0": str(topics[0])},
                           rejected="unknown event signature")
     indexed, data_fields = EVENT_ABI[name]
     try:
@@ -306,9 +303,9 @@ def decode_log_strict(log: dict[str, Any], *, contract: str | None = None) -> De
                           for t, v in zip(types, abi_decode(list(types), data), strict=True)]
             args.update(zip((field for field, _ in data_fields), values, strict=True))
     except Exception as exc:  # noqa: BLE001 - any malformed log becomes a rejected row
-        return DecodedLog(**meta, name=name, args={}, rejected=f"undecodable: {type(exc).__name__}")
+        return DecodedLog(*meta, name=name, args={}, rejected=f"undecodable: {type(exc).__name__}")
     reason = _check_limits(name, args)
-    return DecodedLog(**meta, name=name, args=args, rejected=reason)
+    return DecodedLog(*meta, name=name, args=args, rejected=reason)
 
 
 def _check_limits(name: str, args: dict[str, Any]) -> str | None:

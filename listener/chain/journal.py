@@ -16,167 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from listener.chain.events import ACTIONABLE, DecodedLog, args_from_json, args_json
+from listener.chain.journal_schema import MIGRATIONS
 from provisioner.storage.sqlite_db import connect, migrate, transaction
-
-MIGRATIONS = (
-    """
-    CREATE TABLE chain_state (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        chain_id INTEGER,
-        cursor INTEGER,
-        cursor_hash TEXT,
-        chain_time INTEGER,
-        head INTEGER,
-        confirmed_head INTEGER,
-        halted_reason TEXT,
-        updated_at INTEGER
-    );
-    INSERT INTO chain_state (id) VALUES (1);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        block_number INTEGER NOT NULL,
-        block_hash TEXT NOT NULL,
-        tx_hash TEXT NOT NULL,
-        log_index INTEGER NOT NULL,
-        address TEXT NOT NULL,
-        name TEXT NOT NULL,
-        subscription_id INTEGER,
-        plan_id INTEGER,
-        args TEXT NOT NULL,
-        rejected TEXT,
-        UNIQUE (block_hash, log_index)
-    );
-    CREATE INDEX events_block ON events(block_number);
-    CREATE TABLE plans (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        price_cents INTEGER NOT NULL,
-        active INTEGER NOT NULL,
-        updated_block INTEGER NOT NULL
-    );
-    CREATE TABLE subscriptions (
-        id INTEGER PRIMARY KEY,
-        plan_id INTEGER NOT NULL,
-        subscriber TEXT NOT NULL,
-        expires_at INTEGER NOT NULL,
-        cancelled INTEGER NOT NULL DEFAULT 0,
-        cancelled_at INTEGER,
-        user_encrypted BLOB,
-        created_block INTEGER NOT NULL,
-        updated_block INTEGER NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending',
-        token_id INTEGER,
-        nft_expires_at INTEGER,
-        credential_note TEXT,
-        last_error TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        updated_at INTEGER
-    );
-    CREATE TABLE transactions (
-        id INTEGER PRIMARY KEY,
-        idempotency_key TEXT NOT NULL UNIQUE,
-        kind TEXT NOT NULL,
-        subscription_id INTEGER,
-        sender TEXT NOT NULL,
-        nonce INTEGER NOT NULL,
-        raw_tx BLOB NOT NULL,
-        tx_hash TEXT NOT NULL,
-        state TEXT NOT NULL,
-        block_number INTEGER,
-        result TEXT,
-        error TEXT,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-    );
-    CREATE UNIQUE INDEX transactions_nonce ON transactions(sender, nonce);
-    CREATE TABLE steps (
-        id INTEGER PRIMARY KEY,
-        subscription_id INTEGER NOT NULL,
-        step TEXT NOT NULL,
-        phase TEXT NOT NULL CHECK (phase IN ('started', 'done', 'failed')),
-        detail TEXT,
-        at INTEGER NOT NULL
-    );
-    CREATE INDEX steps_subscription ON steps(subscription_id)
-    """,
-    # 2: reorg safety. Events from unconfirmed blocks are journaled but not applied to the
-    # facts until their block is confirmed (``applied``); ``applied_block`` is the confirmed
-    # cursor; ``blocks`` is the window of recent block hashes used to find the common
-    # ancestor after a reorg; ``reorgs`` is their history for status and alerts.
-    """
-    ALTER TABLE events ADD COLUMN applied INTEGER NOT NULL DEFAULT 1;
-    ALTER TABLE events ADD COLUMN block_time INTEGER;
-    CREATE INDEX events_unapplied ON events(applied, block_number, log_index);
-    ALTER TABLE chain_state ADD COLUMN applied_block INTEGER;
-    UPDATE chain_state SET applied_block = cursor;
-    CREATE TABLE blocks (
-        number INTEGER PRIMARY KEY,
-        hash TEXT NOT NULL,
-        timestamp INTEGER
-    );
-    INSERT INTO blocks (number, hash)
-        SELECT cursor, cursor_hash FROM chain_state WHERE cursor IS NOT NULL AND cursor_hash IS NOT NULL;
-    CREATE TABLE reorgs (
-        id INTEGER PRIMARY KEY,
-        detected_at INTEGER NOT NULL,
-        old_cursor INTEGER NOT NULL,
-        ancestor INTEGER,
-        dropped_events INTEGER NOT NULL,
-        deep INTEGER NOT NULL
-    )
-    """,
-    # 3: which VM record the NFT's encrypted connection details describe (a VM rebuilt after
-    # a renewal needs updateUserEncrypted); NULL when the NFT carries no details.
-    """
-    ALTER TABLE subscriptions ADD COLUMN credentials_vm INTEGER
-    """,
-    # 4: transactions moved to the transaction manager's own tables (listener/writeback/tx_store.py).
-    """
-    DROP INDEX transactions_nonce;
-    DROP TABLE transactions
-    """,
-    # 5: the unapplied-events index only holds unapplied rows (a handful near the head): a
-    # full index on (applied, block, index) cost ~5 us of the ~12 us per journaled event.
-    """
-    DROP INDEX events_unapplied;
-    CREATE INDEX events_unapplied ON events(block_number, log_index) WHERE applied = 0
-    """,
-    # 6: a journal row's identity is indexed in chain order. UNIQUE (block_hash, log_index)
-    # put every insert at a random place in a hash-keyed B-tree: each commit rewrote most
-    # of that index's pages, ~9 us per event at 100k rows and growing with the table.
-    # (block_number, log_index, block_hash) is appended to, and replaces events_block.
-    # SQLite cannot drop a table constraint, so the table is rebuilt.
-    """
-    CREATE TABLE events_v6 (
-        id INTEGER PRIMARY KEY,
-        block_number INTEGER NOT NULL,
-        block_hash TEXT NOT NULL,
-        tx_hash TEXT NOT NULL,
-        log_index INTEGER NOT NULL,
-        address TEXT NOT NULL,
-        name TEXT NOT NULL,
-        subscription_id INTEGER,
-        plan_id INTEGER,
-        args TEXT NOT NULL,
-        rejected TEXT,
-        applied INTEGER NOT NULL DEFAULT 1,
-        block_time INTEGER,
-        UNIQUE (block_number, log_index, block_hash)
-    );
-    INSERT INTO events_v6 (id, block_number, block_hash, tx_hash, log_index, address, name,
-                           subscription_id, plan_id, args, rejected, applied, block_time)
-        SELECT id, block_number, block_hash, tx_hash, log_index, address, name,
-               subscription_id, plan_id, args, rejected, applied, block_time FROM events;
-    DROP TABLE events;
-    ALTER TABLE events_v6 RENAME TO events;
-    CREATE INDEX events_unapplied ON events(block_number, log_index) WHERE applied = 0
-    """,
-)
 
 #: How many block hashes below the confirmed cursor stay in the window.
 WINDOW_BELOW_CONFIRMED = 64
 
-SUBSCRIPTION_STATES = ("pending", "provisioning", "active", "suspended", "destroyed", "failed")
 
 
 @dataclass(frozen=True)
@@ -193,7 +38,8 @@ class ChainState:
 
 @dataclass(frozen=True)
 class Subscription:
-    """Chain facts of one subscription plus our progress on it."""
+    """The chain facts of one subscription (our progress on it is
+    :class:`listener.reconcile.progress.Progress`, read from the same row)."""
 
     id: int
     plan_id: int
@@ -204,23 +50,15 @@ class Subscription:
     user_encrypted: bytes
     created_block: int
     updated_block: int
-    state: str
-    token_id: int | None
-    nft_expires_at: int | None
-    credential_note: str | None
-    last_error: str | None
-    attempts: int
-    credentials_vm: int | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Subscription:
-        data = {key: row[key] for key in row.keys() if key != "updated_at"}
-        data["cancelled"] = bool(data["cancelled"])
-        data["user_encrypted"] = bytes(data["user_encrypted"] or b"")
-        return cls(**data)
+        return cls(id=row["id"], plan_id=row["plan_id"], subscriber=row["subscriber"],
+                   expires_at=row["expires_at"], cancelled=bool(row["cancelled"]),
+                   cancelled_at=row["cancelled_at"],
+                   user_encrypted=bytes(row["user_encrypted"] or b""),
+                   created_block=row["created_block"], updated_block=row["updated_block"])
 
-
-_KEEP = object()
 
 #: A purchase's facts (a replayed or re-journaled purchase overwrites with the same values).
 _UPSERT_CREATED = (
@@ -231,13 +69,14 @@ _UPSERT_CREATED = (
     " user_encrypted = excluded.user_encrypted, updated_block = excluded.updated_block")
 
 
-def _event_from_row(row: sqlite3.Row, *, rejected: object = _KEEP) -> DecodedLog:
-    """A journaled event back as the decoder produced it."""
+def _event_from_row(row: sqlite3.Row, *, keep_rejection: bool = True) -> DecodedLog:
+    """A journaled event back as the decoder produced it (its rejection cleared when a
+    re-judgement is due)."""
     return DecodedLog(
         block_number=row["block_number"], block_hash=row["block_hash"], tx_hash=row["tx_hash"],
         log_index=row["log_index"], address=row["address"], name=row["name"],
         args=args_from_json(row["name"], json.loads(row["args"])),
-        rejected=row["rejected"] if rejected is _KEEP else rejected,  # type: ignore[arg-type]
+        rejected=row["rejected"] if keep_rejection else None,
     )
 
 
@@ -459,7 +298,7 @@ class Store:
                 "UPDATE events SET rejected = NULL"
                 " WHERE block_number = ? AND log_index = ? AND block_hash = ?",
                 (row["block_number"], row["log_index"], row["block_hash"]))
-            self._apply_and_mark(_event_from_row(row, rejected=None), row["block_time"])
+            self._apply_and_mark(_event_from_row(row, keep_rejection=False), row["block_time"])
 
     # -- internals of journaling ------------------------------------------------------------
 
@@ -584,30 +423,3 @@ class Store:
         row = self.conn.execute("SELECT * FROM subscriptions WHERE id = ?",
                                 (subscription_id,)).fetchone()
         return Subscription.from_row(row) if row else None
-
-    def update_progress(self, subscription_id: int, **fields: Any) -> None:
-        allowed = {"state", "token_id", "nft_expires_at", "credential_note", "last_error",
-                   "attempts", "credentials_vm"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"not progress fields: {sorted(unknown)}")
-        if "state" in fields and fields["state"] not in SUBSCRIPTION_STATES:
-            raise ValueError(f"bad state {fields['state']!r}")
-        assignments = ", ".join(f"{key} = ?" for key in fields)
-        self.conn.execute(
-            f"UPDATE subscriptions SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608
-            (*fields.values(), int(time.time()), subscription_id),
-        )
-
-    def journal_step(self, subscription_id: int, step: str, phase: str, detail: str = "") -> None:
-        self.conn.execute(
-            "INSERT INTO steps (subscription_id, step, phase, detail, at) VALUES (?, ?, ?, ?, ?)",
-            (subscription_id, step, phase, detail[:500], int(time.time())),
-        )
-
-    def steps(self, subscription_id: int) -> list[tuple[str, str, str]]:
-        rows = self.conn.execute(
-            "SELECT step, phase, detail FROM steps WHERE subscription_id = ? ORDER BY id",
-            (subscription_id,),
-        )
-        return [(r[0], r[1], r[2]) for r in rows]

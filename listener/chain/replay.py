@@ -10,21 +10,18 @@ and left alone, because only an operator can decide which chain is right.
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import structlog
 
-from listener.config import ChainConfig
-from listener.errors import UserError
 from listener.chain.events import DecodedLog, decode_log
+from listener.chain.journal import Store
 from listener.chain.prefetch import LogPrefetcher
 from listener.chain.rpc import RpcClient
 from listener.chain.scanner import block_times_for
-from listener.chain.journal import Store
+from listener.config import ChainConfig
+from listener.errors import UserError
 
 log = structlog.get_logger(__name__)
 
@@ -131,52 +128,3 @@ def _replay_range(rpc: RpcClient, store: Store, chain: ChainConfig, prefetch: Lo
              missing=len(missing), dry_run=dry_run)
     on_progress(end - start + 1, len(decoded))
     return end + 1
-
-
-@contextmanager
-def progress_reporter(total_blocks: int) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar (blocks, events, rate, ETA) on a TTY; periodic log lines otherwise."""
-    if sys.stderr.isatty():
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        columns = (TextColumn("blocks"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("events {task.fields[events]}"),
-                   TextColumn("{task.fields[rate]} blocks/s"),
-                   TimeRemainingColumn())
-        with Progress(*columns, transient=False) as bar:
-            task = bar.add_task("replay", total=total_blocks, events=0, rate="-")
-            seen = 0
-
-            def advance(blocks: int, events: int) -> None:
-                nonlocal seen
-                seen += events
-                bar.update(task, advance=blocks, events=seen)
-                speed = bar.tasks[0].speed
-                bar.update(task, rate="-" if speed is None else f"{speed:,.0f}")
-
-            yield advance
-        return
-    started = time.monotonic()
-    done = events_total = 0
-    last = 0.0
-
-    def report(blocks: int, events: int) -> None:
-        nonlocal done, events_total, last
-        done += blocks
-        events_total += events
-        now = time.monotonic()
-        if now - last >= 2.0 or done >= total_blocks:
-            last = now
-            rate = done / max(now - started, 1e-6)
-            eta = (total_blocks - done) / rate if rate else None
-            log.info("replay.progress", blocks=done, total_blocks=total_blocks,
-                     events=events_total, blocks_per_s=round(rate, 1),
-                     eta_s=None if eta is None else round(eta, 1))
-
-    yield report

@@ -32,8 +32,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from listener.errors import BlockhostError, UserError
 from listener.chain.ranges import RangeController, RangeHint, parse_range_error
+from listener.errors import BlockhostError, UserError
 
 log = structlog.get_logger(__name__)
 
@@ -322,7 +322,8 @@ class RpcClient:
                 check(results)
             return results
 
-        return self._retrying(attempt)
+        results: list[Any] = self._retrying(attempt)
+        return results
 
     # -- typed helpers -------------------------------------------------------------------
 
@@ -375,7 +376,8 @@ class RpcClient:
             if results[0] is None:
                 raise NodeBehindError(f"block {tag} not available yet on {self.endpoint_label}")
 
-        return self.batch([("eth_getBlockByNumber", [tag, False])], check)[0]
+        block: dict[str, Any] = self.batch([("eth_getBlockByNumber", [tag, False])], check)[0]
+        return block
 
     def get_logs(self, address: str, from_block: int, to_block: int) -> list[dict[str, Any]]:
         """Logs of a fixed range, checked against the range end's header from the same node.

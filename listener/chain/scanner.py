@@ -25,12 +25,12 @@ from typing import Any
 
 import structlog
 
-from listener.config import ChainConfig
 from listener.chain.events import DecodedLog, decode_log
-from listener.chain.ranges import RangeController
-from listener.chain.prefetch import LogPrefetcher
-from listener.chain.rpc import RpcClient, TransientRpcError
 from listener.chain.journal import Store
+from listener.chain.prefetch import LogPrefetcher
+from listener.chain.ranges import RangeController
+from listener.chain.rpc import RpcClient, TransientRpcError
+from listener.config import ChainConfig
 
 log = structlog.get_logger(__name__)
 

@@ -9,15 +9,16 @@ Nothing here ever puts key material into an exception message, a log line or arg
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from eth_keys import keys as eth_keys
+from eth_keys.datatypes import PrivateKey
 
-from listener.crypto.core import is_valid_private_key, public_key_from_private
+from listener.crypto.secp256k1 import is_valid_private_key, public_key_from_private
 from listener.errors import UserError
 
 __all__ = ["address_of", "generate_key_file", "load_private_key", "public_key_hex"]
@@ -49,10 +50,8 @@ def _write_new(path: Path, data: bytes) -> None:
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(path)
-        except OSError:
-            pass
         raise
     os.close(fd)
 
@@ -100,10 +99,8 @@ def generate_key_file(path: Path, *, overwrite: bool = False) -> bytes:
             try:
                 os.replace(tmp, path)
             except BaseException:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
-                except OSError:
-                    pass
                 raise
         _fsync_dir(directory)
     except UserError:
@@ -190,4 +187,4 @@ def address_of(private_key: bytes) -> str:
     """Checksum Ethereum address of a private key."""
     if not is_valid_private_key(private_key):
         raise ValueError("not a valid secp256k1 private key")
-    return eth_keys.PrivateKey(bytes(private_key)).public_key.to_checksum_address()
+    return PrivateKey(bytes(private_key)).public_key.to_checksum_address()

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provisioner.processes import terminate
 from listener.errors import UserError
+from provisioner.processes import terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")

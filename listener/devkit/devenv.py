@@ -16,20 +16,21 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.types import RPCEndpoint
 
-from listener.config import load_config
 from listener.chain.contracts import deploy_all, load_artifact, send_transaction
+from listener.chain.journal import Store
+from listener.config import load_config
+from listener.crypto.key_files import generate_key_file, public_key_hex
 from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil, start_anvil
 from listener.errors import UserError
-from listener.crypto.key_files import generate_key_file, public_key_hex
 from listener.ops.status import snapshot
-from listener.chain.journal import Store
 from provisioner.inventory import Inventory
 
 CHAIN_ID = 31337
@@ -67,7 +68,8 @@ class DevEnv:
 
     def user(self, index: int = 1) -> LocalAccount:
         """A funded dev account (index 0 is the operator)."""
-        return Account.from_key(DEV_PRIVATE_KEYS[index])
+        account: LocalAccount = Account.from_key(DEV_PRIVATE_KEYS[index])
+        return account
 
     def fund(self, account: LocalAccount, amount: int = 1_000 * 10**6) -> None:
         coin = self.w3.eth.contract(address=self.deployment["stablecoin"],
@@ -78,7 +80,7 @@ class DevEnv:
         """Run the real daemon as its own process, logging to ``listener.log``."""
         with open(self.listener_log, "ab") as handle:
             process = subprocess.Popen(
-                [sys.executable, "-m", "listener.cli.main", "--config", str(self.config_path), "listen"],
+                [sys.executable, "-m", "listener.cli", "--config", str(self.config_path), "listen"],
                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.listeners.append(process)
         return process
@@ -102,10 +104,10 @@ class DevEnv:
         process.wait(timeout=10)
 
     def mine(self, blocks: int = 1) -> None:
-        self.w3.provider.make_request("anvil_mine", [hex(blocks)])
+        self.w3.provider.make_request(RPCEndpoint("anvil_mine"), [hex(blocks)])
 
     def advance_time(self, seconds: int) -> None:
-        self.w3.provider.make_request("evm_increaseTime", [seconds])
+        self.w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [seconds])
         self.mine()
 
     def status(self) -> dict[str, Any]:
@@ -121,7 +123,7 @@ class DevEnv:
             return None
         for sub in self.status()["subscriptions"]:
             if sub["id"] == subscription_id:
-                return sub
+                return cast(dict[str, Any], sub)
         return None
 
     def db_rows(self, query: str) -> list[tuple[Any, ...]]:
@@ -244,8 +246,8 @@ def sim_vm(sim: Any, vmid: int) -> dict[str, Any] | None:
     """The simulator's record of one VM, or None if it does not exist."""
     vms = sim.state().get("vms", {})
     if isinstance(vms, dict):
-        return vms.get(str(vmid))
+        return cast(dict[str, Any] | None, vms.get(str(vmid)))
     for entry in vms:
         if int(entry.get("vmid", -1)) == vmid:
-            return entry
+            return cast(dict[str, Any], entry)
     return None

@@ -15,6 +15,7 @@ Run by hand: ``python -m listener.devkit.fault_proxy --upstream http://127.0.0.1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import socket
@@ -86,7 +87,7 @@ class RpcProxy:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> RpcProxy:
         self._thread.start()
@@ -267,7 +268,7 @@ class RpcProxy:
             def log_message(self, *_args: Any) -> None:  # keep test output quiet
                 return
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
                     payload = json.loads(self.rfile.read(length) or b"null")
@@ -314,10 +315,8 @@ class RpcProxy:
 
             def _abort(self) -> None:
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
         return Handler
 

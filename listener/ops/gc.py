@@ -1,20 +1,29 @@
 """``blockhost gc``: the daemon's expiry decisions, shown (dry run) or applied by hand.
 
-The verdicts come from the same pure function the daemon uses (:func:`listener.reconcile.decide.next_action`)
-with chain time from confirmed blocks, so a by-hand run never disagrees with the daemon except
-where the operator overrides the grace period. Only STOP (suspend) and DESTROY are GC steps;
-nothing here creates, starts or mints.
+The verdicts come from the same pure function the daemon uses
+(:func:`listener.reconcile.decide.next_action`) with chain time from confirmed blocks, so a
+by-hand run never disagrees with the daemon except where the operator overrides the grace
+period. Only STOP (suspend) and DESTROY are GC steps; nothing here creates, starts or mints.
 """
 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from contextlib import closing
+from dataclasses import asdict, dataclass, replace
 
-from listener.reconcile.decide import Action, grace_anchor, next_action
-from listener.reconcile.reconciler import facts_of, observe
 from listener.chain.journal import Store
+from listener.config import Config
+from listener.errors import UserError
+from listener.ops.database import open_database
+from listener.ops.vm_admin import destroy_vm, stop_vm
+from listener.reconcile.decide import Action, grace_anchor, next_action
+from listener.reconcile.observe import facts_of, observe
+from listener.reconcile.progress import Progress, ProgressStore
+from listener.reconcile.reconciler import Reconciler
+from listener.runtime.wiring import build_services
 from provisioner.inventory import Inventory
 
 
@@ -46,13 +55,89 @@ class Verdict:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class GcReport:
+    """One run: the chain time and grace period it judged by, and every step with its result."""
+
+    chain_time: int | None
+    grace_seconds: int
+    execute: bool
+    mode: GcMode
+    verdicts: list[Verdict]
+
+    @property
+    def failed(self) -> bool:
+        return any(v.result.startswith("failed") for v in self.verdicts)
+
+    def to_json(self) -> dict[str, object]:
+        return {"chain_time": self.chain_time, "grace_seconds": self.grace_seconds,
+                "execute": self.execute, "mode": self.mode.value,
+                "steps": [v.to_json() for v in self.verdicts]}
+
+
+def run_gc(config: Config, *, mode: GcMode, grace_days: float | None,
+           execute: bool) -> GcReport:
+    """Judge every VM and, with ``execute``, apply the due steps; ``grace_days`` overrides
+    ``gc.grace_days`` for this run."""
+    grace = _grace_seconds(config, grace_days)
+    chain_time, verdicts = _judge(config, grace_seconds=grace, mode=mode)
+    if execute and verdicts:
+        verdicts = _apply(config, verdicts)
+    return GcReport(chain_time, grace, execute, mode, verdicts)
+
+
+def _grace_seconds(config: Config, grace_days: float | None) -> int:
+    if grace_days is None:
+        return config.grace_seconds
+    if grace_days < 0:
+        raise UserError("--grace-days must be >= 0")
+    return int(grace_days * 86400)
+
+
+def _judge(config: Config, *, grace_seconds: int,
+           mode: GcMode) -> tuple[int | None, list[Verdict]]:
+    """The due steps and the chain time they were judged by."""
+    with closing(open_database(config)) as store:
+        inventory = Inventory(store.conn)
+        chain_time = store.chain_state().chain_time
+        if chain_time is None and store.subscriptions():
+            raise UserError("no confirmed block yet, so no chain time to judge expiry by; let "
+                            "`blockhost listen` run first")
+        verdicts = [] if chain_time is None else plan(
+            store, inventory, chain_time=chain_time, grace_seconds=grace_seconds, mode=mode)
+        # VMs made by `vm create` have no chain facts: their expiry is wall-clock time
+        verdicts += plan_manual(inventory, now=int(time.time()), grace_seconds=grace_seconds,
+                                mode=mode)
+    return chain_time, verdicts
+
+
+def _apply(config: Config, verdicts: list[Verdict]) -> list[Verdict]:
+    """Apply through the daemon's journaled steps; a VM made by hand is stopped or destroyed
+    with the same ownership checks as `vm destroy`."""
+    services = build_services(config, with_chain=False)
+    try:
+        reconciler = Reconciler(services, choose_node=lambda _size: "")
+
+        def apply_manual(name: str, action: Action) -> None:
+            if action is Action.DESTROY:
+                destroy_vm(services.store, services.inventory, services.backend, name,
+                           config=config)
+            else:
+                stop_vm(services.inventory, services.backend, name)
+
+        return execute(verdicts, reconciler.apply_one, apply_manual)
+    finally:
+        services.store.close()
+
+
 def plan(store: Store, inventory: Inventory, *, chain_time: int, grace_seconds: int,
          mode: GcMode = GcMode.ALL) -> list[Verdict]:
     """Pure over the store's contents: the GC steps due at ``chain_time``."""
     wanted = GC_ACTIONS[mode]
+    progress_of = ProgressStore(store.conn).all()
     verdicts = []
     for sub in store.subscriptions():
-        observed, record = observe(sub, inventory)
+        observed, record = observe(sub, progress_of.get(sub.id, Progress()), inventory)
         if record is None:
             continue
         facts = facts_of(sub)
@@ -118,19 +203,4 @@ def execute(verdicts: list[Verdict], apply: Callable[[int, Action], None],
 
 
 def _with(verdict: Verdict, result: str) -> Verdict:
-    return Verdict(**{**asdict(verdict), "result": result})
-
-
-def render(verdicts: list[Verdict], *, execute_mode: bool) -> str:
-    if not verdicts:
-        return "nothing to collect"
-    verb = {"stop": "suspend", "destroy": "destroy"}
-    lines = []
-    for v in verdicts:
-        prefix = "" if execute_mode else "would "
-        owner = ("made by hand" if v.subscription_id is None
-                 else f"subscription #{v.subscription_id}")
-        lines.append(f"{prefix}{verb[v.action]} {v.vm_name} (vmid {v.vmid} on {v.node}, "
-                     f"{owner}, expired at {v.expires_at}, grace ends "
-                     f"{v.grace_ends_at})" + ("" if v.result == "planned" else f": {v.result}"))
-    return "\n".join(lines)
+    return replace(verdict, result=result)

@@ -4,13 +4,17 @@ by-hand destroy that goes through the same ownership checks as the daemon.
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import asdict, dataclass
 
-from listener.reconcile.decide import Desired, desired_state
-from listener.errors import UserError
-from listener.config import Config
-from listener.reconcile.reconciler import facts_of, ref_of, vm_facts
 from listener.chain.journal import Store
+from listener.config import Config
+from listener.errors import UserError
+from listener.ops.database import open_database
+from listener.reconcile.decide import Desired, desired_state
+from listener.reconcile.observe import facts_of, ref_of, vm_facts
+from listener.reconcile.progress import ProgressStore
+from listener.runtime.wiring import build_backend
 from provisioner.backend import VMBackend
 from provisioner.inventory import Inventory, VMRecord
 from provisioner.network_hooks import run_hooks
@@ -32,6 +36,31 @@ class VmRow:
         return asdict(self)
 
 
+def inventory_rows(config: Config) -> list[VmRow]:
+    """`blockhost vm list`: the existing inventory with the configured backend's power view."""
+    with closing(open_database(config)) as store:
+        return list_vms(Inventory(store.conn), build_backend(config))
+
+
+def destroy_by_hand(config: Config, name: str, *, execute: bool) -> VMRecord:
+    """`blockhost vm destroy`: check that ``name`` may go and, with ``execute``, destroy it;
+    the record says what was (or would be) destroyed."""
+    with closing(open_database(config)) as store:
+        inventory = Inventory(store.conn)
+        record = _live_record(inventory, name)
+        check_destroyable(store, record, grace_seconds=config.grace_seconds)
+        if execute:
+            destroy_vm(store, inventory, build_backend(config), name, config=config)
+    return record
+
+
+def _live_record(inventory: Inventory, name: str) -> VMRecord:
+    record = inventory.get(name)
+    if record is None:
+        raise UserError(f"no live VM named {name!r} in the inventory; see `blockhost vm list`")
+    return record
+
+
 def list_vms(inventory: Inventory, backend: VMBackend | None) -> list[VmRow]:
     """Every live inventory record with Proxmox's power state (one listing call)."""
     powers: dict[int, str] | None = None
@@ -48,16 +77,6 @@ def list_vms(inventory: Inventory, backend: VMBackend | None) -> list[VmRow]:
         rows.append(VmRow(record.name, record.vmid, record.node, record.ipv4, record.ipv6,
                           record.state, power, record.subscription_id, record.owner_wallet))
     return rows
-
-
-def render_rows(rows: list[VmRow]) -> str:
-    if not rows:
-        return "no VMs in the inventory"
-    lines = [f"{'NAME':<20} {'VMID':>7} {'NODE':<10} {'IPV4':<16} {'STATE':<9} {'POWER':<9} SUB"]
-    for r in rows:
-        lines.append(f"{r.name:<20} {r.vmid:>7} {r.node:<10} {r.ipv4 or '-':<16} {r.state:<9} "
-                     f"{r.power:<9} {'#' + str(r.subscription_id) if r.subscription_id else '-'}")
-    return "\n".join(lines)
 
 
 def check_destroyable(store: Store, record: VMRecord, *, grace_seconds: int) -> None:
@@ -81,11 +100,10 @@ def destroy_vm(store: Store, inventory: Inventory, backend: VMBackend, name: str
     A VM already gone on Proxmox is released too; a marker mismatch raises and leaves both
     the VM and the inventory record alone. With ``config``, the ``on_destroy`` network hooks
     run before the release, as in the daemon (the address is not reused while routed)."""
-    record = inventory.get(name)
-    if record is None:
-        raise UserError(f"no live VM named {name!r} in the inventory; see `blockhost vm list`")
+    record = _live_record(inventory, name)
+    steps = ProgressStore(store.conn)
     if record.subscription_id is not None:
-        store.journal_step(record.subscription_id, "destroy", "started", "by hand")
+        steps.journal_step(record.subscription_id, "destroy", "started", "by hand")
     if record.state != "reserved":
         if record.subscription_id is None and inventory.manual(record.id) is None:
             raise UserError(f"VM {name} has neither a subscription nor a `vm create` request, "
@@ -98,15 +116,13 @@ def destroy_vm(store: Store, inventory: Inventory, backend: VMBackend, name: str
                       timeout=hooks.timeout)
     inventory.release(record.id)
     if record.subscription_id is not None:
-        store.journal_step(record.subscription_id, "destroy", "done", "by hand")
+        steps.journal_step(record.subscription_id, "destroy", "done", "by hand")
     return record
 
 
 def stop_vm(inventory: Inventory, backend: VMBackend, name: str) -> VMRecord:
     """Suspend one VM (markers verified by the backend) and record it as stopped."""
-    record = inventory.get(name)
-    if record is None:
-        raise UserError(f"no live VM named {name!r} in the inventory; see `blockhost vm list`")
+    record = _live_record(inventory, name)
     if record.state not in ("reserved", "stopped"):
         backend.stop(ref_of(record))
         inventory.set_state(record.id, "stopped")

@@ -17,29 +17,28 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 from web3 import Web3
 
+from listener.chain.journal import Store
 from listener.config import Config, PlanSize
-from listener.crypto.core import (
-    ConnectionDetails,
-    CryptoError,
-    encrypt_connection_details,
-    recover_personal_sign,
-)
+from listener.crypto.errors import CryptoError
+from listener.crypto.user_secret import recover_personal_sign
 from listener.errors import UserError
-from listener.writeback.nft import MintRequest, NftMinter, signing_page_base64
-from listener.reconcile.reconciler import vm_facts
-from listener.reconcile.vm_spec import cloud_init_variables, vm_spec
-from provisioner.backend import NAME_RE, TAG_RE, VMBackend, VMRef, VMSpec
-from provisioner.cloudinit import TemplateError, find_template, render
+from listener.reconcile.placement import place_on
+from listener.reconcile.vm_builder import MintOrder, VmBuilder
+from listener.reconcile.vm_spec import vm_spec
+from listener.runtime.wiring import build_backend, build_minter, pools_from_config, rpc_url_for_vm
+from provisioner.backend import NAME_RE, TAG_RE, VMRef, VMSpec
+from provisioner.cloudinit import TemplateError, find_template
 from provisioner.errors import Locked, VmidTaken
-from provisioner.inventory import AllocationError, Inventory, ManualRequest, Pools, VMRecord
-from provisioner.network_hooks import run_hooks
+from provisioner.inventory import AllocationError, Inventory, ManualRequest, VMRecord
 
 #: The seed's name rule, narrowed to what PVE accepts as a VM name (a DNS name).
 _SEED_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]*\Z")
@@ -174,18 +173,17 @@ def _check_ip(text: str, version: int, flag: str) -> None:
 
 
 class ManualVmCreator:
-    """Runs one `vm create`; the adapters are injected (see :mod:`listener.runtime.wiring`)."""
+    """Runs one `vm create` through the same :class:`VmBuilder` steps as the daemon; the
+    adapters are injected (see :mod:`listener.runtime.wiring`)."""
 
-    def __init__(self, config: Config, inventory: Inventory, pools: Pools, *,
-                 backend: VMBackend | None, minter: NftMinter | None,
-                 chain_id: int | None, choose_node: Any, clock: Any = time.time) -> None:
-        self.config = config
-        self.inventory = inventory
-        self.pools = pools
-        self.backend = backend
-        self.minter = minter
-        self.chain_id = chain_id
-        self.choose_node = choose_node  # (PlanSize) -> node name
+    def __init__(self, builder: VmBuilder, *,
+                 choose_node: Callable[[PlanSize], str] | None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.builder = builder
+        self.config: Config = builder.config
+        self.inventory = builder.inventory
+        self.pools = builder.pools
+        self.choose_node = choose_node
         self.clock = clock
         #: Our own clone still running after a crash: wait this long for it, polling.
         self.locked_wait = 2.0
@@ -244,7 +242,11 @@ class ManualVmCreator:
         existing = self.inventory.get(request.name)
         if existing is None:
             size = PlanSize(cores=request.cores, memory=request.memory_mb, disk=request.disk_gb)
-            node = placement.node or self.choose_node(size)
+            node = placement.node
+            if node is None:
+                if self.choose_node is None:
+                    raise UserError("no node to place the VM on; pass --node")
+                node = self.choose_node(size)
             try:
                 record = self.inventory.reserve(
                     request.name, pools=self.pools, node=node, subscription_id=None,
@@ -273,59 +275,40 @@ class ManualVmCreator:
 
     def _mint(self, record: VMRecord, request: CreateRequest, expires_at: int,
               signature: bytes | None) -> int:
-        if self.minter is None:
-            raise UserError("chain.nft_contract is not set, so no NFT can be minted; set it or "
-                            "pass --skip-mint")
-        user_encrypted = b""
-        if signature is not None:
-            details = ConnectionDetails(hostname=record.ipv6 or record.ipv4 or record.name,
-                                        port=22, username=request.username)
-            user_encrypted = encrypt_connection_details(signature, details)
-        cfg = self.config
-        mint = MintRequest(
-            to=Web3.to_checksum_address(request.owner_wallet), user_encrypted=user_encrypted,
-            public_secret=request.public_secret, description=cfg.nft.description,
-            image_uri=cfg.nft.image_uri,
-            animation_url_base64=signing_page_base64(cfg.nft.signing_page_path),
-            expires_at=expires_at)
         # Keyed by the inventory record: a crash after signing resumes this very transaction
         # (even though a rerun seals the details with a fresh nonce), and a later VM that
         # reuses the name gets its own mint.
-        return self.minter.mint(manual_vm_mint_key(record), None, mint)
+        order = MintOrder(key=manual_vm_mint_key(record), subscription_id=None,
+                          to=Web3.to_checksum_address(request.owner_wallet), signature=signature,
+                          public_secret=request.public_secret, username=request.username,
+                          expires_at=expires_at)
+        token_id, _sealed = self.builder.mint(order, record, hint="set it or pass --skip-mint")
+        return token_id
 
     def _create(self, record: VMRecord, request: CreateRequest, token_id: int | None, *,
                 explicit_vmid: bool) -> None:
-        if self.backend is None:
+        if self.builder.backend is None:
             raise UserError("no Proxmox backend configured")
-        cfg = self.config
-        variables = cloud_init_variables(
-            cfg, record, token_id=token_id, wallet=request.owner_wallet,
-            chain_id=self.chain_id or cfg.chain.chain_id,
-            rpc_url=cfg.chain.rpc_urls[0] if cfg.chain.rpc_urls else "")
         try:
-            user_data = render(request.cloud_init, variables)
+            user_data = self.builder.user_data(request.cloud_init, record, token_id=token_id,
+                                               wallet=request.owner_wallet)
         except TemplateError as exc:
             raise UserError(f"cloud-init template {request.cloud_init}: {exc}; pass the "
                             "missing value (e.g. --nft-token-id with --skip-mint) or choose "
                             "another --cloud-init") from None
         size = PlanSize(cores=request.cores, memory=request.memory_mb, disk=request.disk_gb)
-        spec = vm_spec(cfg, record, self.pools, size=size, user_data=user_data,
+        spec = vm_spec(self.config, record, self.pools, size=size, user_data=user_data,
                        template_vmid=request.template_vmid, extra_tags=request.tags)
-        ref, record = self._create_on_proxmox(spec, record, explicit_vmid=explicit_vmid)
-        hooks = cfg.network.hooks
-        run_hooks(hooks.on_create, "created", vm_facts(cfg, record), timeout=hooks.timeout)
-        self.inventory.set_state(record.id, "running", smbios_uuid=ref.smbios_uuid)
-
+        self._create_on_proxmox(spec, record, explicit_vmid=explicit_vmid)
 
     def _create_on_proxmox(self, spec: VMSpec, record: VMRecord, *,
-                           explicit_vmid: bool) -> tuple[VMRef, VMRecord]:
-        """Create (or adopt) the VM. Our own clone still running after a crash is waited
-        for; a VMID someone else took behind our back is quarantined and the next one used
-        (unless the operator asked for that exact id)."""
-        assert self.backend is not None
+                           explicit_vmid: bool) -> VMRef:
+        """Create (or adopt) the VM, hooks and "running" included. Our own clone still running
+        after a crash is waited for; a VMID someone else took behind our back is quarantined
+        and the next one used (unless the operator asked for that exact id)."""
         for _ in range(MAX_VMID_REASSIGNMENTS):
             try:
-                return self._create_waiting(spec), record
+                return self._create_waiting(spec, record)
             except VmidTaken as exc:
                 if explicit_vmid:
                     manual = self.inventory.manual(record.id)
@@ -337,18 +320,54 @@ class ManualVmCreator:
                                 f"destroy {record.name} --execute` releases it")
                     raise UserError(f"--vmid {record.vmid} is taken on Proxmox by a VM that is "
                                     f"not ours ({exc}); {kept}; choose another --vmid") from None
-                record = self.inventory.reassign_vmid(record.id, self.pools, reason=str(exc))
+                record = self.builder.move_off_taken_vmid(record, exc)
                 spec = replace(spec, vmid=record.vmid)
         raise UserError(f"{MAX_VMID_REASSIGNMENTS} VMIDs in a row were taken by foreign VMs; "
                         "check network.vmid_range against the cluster")
 
-    def _create_waiting(self, spec: VMSpec) -> VMRef:
-        assert self.backend is not None
+    def _create_waiting(self, spec: VMSpec, record: VMRecord) -> VMRef:
         retrying = Retrying(retry=retry_if_exception_type(Locked), reraise=True,
                             wait=wait_fixed(self.locked_wait), stop=stop_after_delay(
                                 self.locked_timeout))
-        return retrying(self.backend.create, spec)
+        return retrying(self.builder.create, spec, record)
 
 
 def manual_vm_mint_key(record: VMRecord) -> str:
     return f"mint:vm:{record.id}:{record.name}"
+
+
+def plan_vm(config: Config, request: CreateRequest, placement: Placement, *,
+            mock: bool) -> CreateResult:
+    """``vm create`` without ``--apply``: what would be allocated; nothing is written to the
+    real database (a missing one, or ``mock``, means nothing is allocated yet)."""
+    with tempfile.TemporaryDirectory(prefix="blockhost-mock-") as scratch:
+        fresh = mock or not config.db.path.exists()
+        store = Store.open(Path(scratch) / "mock.db" if fresh else config.db.path)
+        try:
+            builder = VmBuilder(config, Inventory(store.conn), pools_from_config(config),
+                                backend=None, minter=None, chain_id=None, rpc_url_for_vm="")
+            result = ManualVmCreator(builder, choose_node=None).plan(request, placement)
+        finally:
+            store.close()
+    result.mock = mock
+    return result
+
+
+def create_vm(config: Config, request: CreateRequest, placement: Placement, *,
+              signature: bytes | None) -> CreateResult:
+    """``vm create --apply``: reserve, mint, create, hook, mark running (a rerun resumes)."""
+    backend = build_backend(config)
+    store = Store.open(config.db.path)
+    try:
+        minter = None if request.skip_mint else build_minter(config, store)
+        chain_id = config.chain.chain_id
+        if minter is not None and chain_id is None:
+            chain_id = int(minter.txm.w3.eth.chain_id)
+        builder = VmBuilder(config, Inventory(store.conn), pools_from_config(config),
+                            backend=backend, minter=minter, chain_id=chain_id,
+                            rpc_url_for_vm=rpc_url_for_vm(config))
+        creator = ManualVmCreator(builder,
+                                  choose_node=lambda size: place_on(config, backend, size))
+        return creator.apply(request, placement, signature=signature)
+    finally:
+        store.close()

@@ -110,15 +110,27 @@ def next_action(facts: Facts, chain_time: int, grace_seconds: int, observed: Obs
     return None
 
 
-def display_state(desired: Desired, observed: Observed, failed: bool) -> str:
+class SubscriptionState(enum.StrEnum):
+    """Where a subscription stands, as ``blockhost status`` shows it."""
+
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DESTROYED = "destroyed"
+    FAILED = "failed"
+
+
+def display_state(desired: Desired, observed: Observed, failed: bool) -> SubscriptionState:
     """The state shown by ``blockhost status``."""
+    state = SubscriptionState
     if failed:
-        return "failed"
+        return state.FAILED
     vm = observed.vm_state
     if desired is Desired.RUNNING:
         if vm == "running" and observed.actual in {None, "running"}:
-            return "active"
-        return "pending" if vm is None else "provisioning"
+            return state.ACTIVE
+        return state.PENDING if vm is None else state.PROVISIONING
     if desired is Desired.STOPPED:
-        return "suspended" if vm in {None, "stopped"} else "provisioning"
-    return "destroyed" if vm is None else "provisioning"
+        return state.SUSPENDED if vm in {None, "stopped"} else state.PROVISIONING
+    return state.DESTROYED if vm is None else state.PROVISIONING

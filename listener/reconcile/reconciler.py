@@ -1,8 +1,11 @@
-"""Apply the pure decisions of :mod:`listener.reconcile.decide` through the backends, one step at a time.
+"""Apply the pure decisions of :mod:`listener.reconcile.decide` through the backends, one step
+at a time.
 
 Each step is journaled before and after in ``steps``; the inventory and the transaction
 store make every step idempotent, so re-running a subscription after a crash at any line
-converges without duplicate VMs, leaked ids or second mints.
+converges without duplicate VMs, leaked ids or second mints. New VMs are built by
+:class:`~listener.reconcile.vm_builder.VmBuilder`, the same steps ``vm create`` takes; what a
+failure means comes from :mod:`listener.reconcile.failures`.
 """
 
 from __future__ import annotations
@@ -10,52 +13,43 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
-from listener.config import Config, PlanSize
-from listener.crypto.core import (
-    ConnectionDetails,
-    CryptoError,
-    decrypt_user_encrypted,
-    encrypt_connection_details,
-)
-from listener.reconcile.dead_letters import DeadLetters
-from listener.reconcile.decide import Action, Desired, Facts, Observed, desired_state, display_state, next_action
-from listener.errors import BlockhostError, UserError
-from listener.writeback.nft import MintRequest, NftMinter, signing_page_base64
 from listener.chain.journal import Store, Subscription
-from listener.writeback.txmanager import TxPending
-from listener.reconcile.vm_spec import cloud_init_variables, vm_spec
-from provisioner.backend import VMBackend, VMRef, parse_marker
-from provisioner.cloudinit import TemplateError, render
-from provisioner.errors import (
-    AlreadyExists,
-    OwnershipMismatch,
-    PermissionDenied,
-    ProvisionerError,
-    VmidTaken,
+from listener.config import Config, PlanSize
+from listener.crypto.errors import CryptoError
+from listener.crypto.user_secret import decrypt_user_encrypted
+from listener.errors import UserError
+from listener.reconcile.dead_letters import DeadLetters
+from listener.reconcile.decide import Action, SubscriptionState, next_action
+from listener.reconcile.failures import Failure, classify
+from listener.reconcile.observe import (
+    facts_of,
+    observe,
+    ref_of,
+    subscription_state,
+    vm_facts,
+    vm_name,
 )
-from provisioner.inventory import AllocationError, Inventory, Pools, VMRecord
-from provisioner.network_hooks import VMFacts, run_hooks
+from listener.reconcile.progress import Progress, ProgressStore
+from listener.reconcile.vm_builder import Deferred, MintOrder, VmBuilder, seal_details
+from listener.reconcile.vm_spec import vm_spec
+from listener.writeback.nft import NftMinter
+from listener.writeback.txmanager import TxPending
+from provisioner.backend import VMBackend
+from provisioner.errors import VmidTaken
+from provisioner.inventory import Inventory, Pools, VMRecord
+from provisioner.network_hooks import run_hooks
 from provisioner.placement import PlacementLimiter
 
 log = structlog.get_logger(__name__)
 
-#: After this many consecutive failures a subscription shows as ``failed`` (still retried).
-FAILED_AFTER_ATTEMPTS = 5
-#: ... and after this many it goes to the dead-letter list (retried only by an operator).
+#: After this many consecutive failures a subscription goes to the dead-letter list (retried
+#: only by an operator).
 DEAD_LETTER_AFTER_ATTEMPTS = 10
 MAX_STEPS_PER_PASS = 8
-#: Inventory states that exist on Proxmox (so Proxmox's own view is worth reading).
-BUILT_STATES = frozenset({"created", "running", "stopped"})
-#: Failures that no retry can fix without an operator: straight to the dead-letter list.
-PERMANENT_ERRORS: tuple[type[Exception], ...] = (OwnershipMismatch, PermissionDenied,
-                                                 AlreadyExists, UserError, TemplateError)
-#: Failures recorded on the subscription (anything else is a bug: logged with a traceback).
-STEP_ERRORS: tuple[type[Exception], ...] = (BlockhostError, ProvisionerError, AllocationError,
-                                            TemplateError, OSError)
 
 
 @dataclass
@@ -75,67 +69,6 @@ class Services:
     step_observer: Callable[[str, str, float], None] | None = None
 
 
-def vm_name(config: Config, subscription_id: int) -> str:
-    return f"{config.vm.name_prefix}{subscription_id:03d}"
-
-
-def facts_of(sub: Subscription) -> Facts:
-    return Facts(expires_at=sub.expires_at, cancelled=sub.cancelled, cancelled_at=sub.cancelled_at)
-
-
-def observe(sub: Subscription, inventory: Inventory,
-            backend: VMBackend | None = None) -> tuple[Observed, VMRecord | None]:
-    """Our progress on ``sub``; with a ``backend``, also Proxmox's view of a built VM."""
-    record = inventory.live_for_subscription(sub.id)
-    stale = (sub.credentials_vm is not None and record is not None
-             and sub.credentials_vm != record.id)
-    actual = (actual_state(backend, record)
-              if backend is not None and record is not None and record.state in BUILT_STATES
-              else None)
-    return Observed(vm_state=record.state if record else None, token_id=sub.token_id,
-                    nft_expires_at=sub.nft_expires_at, credentials_stale=stale,
-                    actual=actual), record
-
-
-def actual_state(backend: VMBackend, record: VMRecord) -> str:
-    """Proxmox's view of our VM: its power state, or "missing" when it is gone or the VM at
-    that VMID is no longer provably the instance we built (then it is never touched)."""
-    status = backend.status(ref_of(record))
-    if status is None:
-        return "missing"
-    marker = parse_marker(status.description)
-    if marker is None or marker.subscription_id != record.subscription_id \
-            or marker.name != record.name:
-        return "missing"
-    if record.smbios_uuid and status.smbios_uuid and status.smbios_uuid != record.smbios_uuid:
-        return "missing"
-    return status.power
-
-
-def subscription_state(sub: Subscription, inventory: Inventory, chain_time: int,
-                       grace_seconds: int) -> str:
-    observed, _ = observe(sub, inventory)
-    failed = sub.attempts >= FAILED_AFTER_ATTEMPTS and bool(sub.last_error)
-    return display_state(desired_state(facts_of(sub), chain_time, grace_seconds), observed, failed)
-
-
-def ref_of(record: VMRecord) -> VMRef:
-    """How the backend finds and proves the record's VM (``subscription_id`` None: manual)."""
-    return VMRef(vmid=record.vmid, node=record.node, name=record.name,
-                 subscription_id=record.subscription_id, smbios_uuid=record.smbios_uuid)
-
-
-class Deferred(Exception):
-    """A step that cannot start now (e.g. the node's create slots are full): not a failure,
-    the next pass tries again."""
-
-
-def vm_facts(config: Config, record: VMRecord) -> VMFacts:
-    return VMFacts(name=record.name, vmid=record.vmid, node=record.node,
-                   bridge=config.network.bridge, ipv4=record.ipv4, ipv6=record.ipv6,
-                   subscription_id=record.subscription_id)
-
-
 class Reconciler:
     """Drives one subscription toward its desired state."""
 
@@ -143,7 +76,11 @@ class Reconciler:
                  limiter: PlacementLimiter | None = None) -> None:
         self.s = services
         self.choose_node = choose_node
-        self.limiter = limiter
+        self.builder = VmBuilder(services.config, services.inventory, services.pools,
+                                 backend=services.backend, minter=services.minter,
+                                 chain_id=services.chain_id,
+                                 rpc_url_for_vm=services.rpc_url_for_vm, limiter=limiter)
+        self.progress = ProgressStore(services.store.conn)
 
     def reconcile(self, subscription_id: int, chain_time: int) -> str | None:
         """Take steps until converged or a step fails; return the last action taken."""
@@ -152,19 +89,20 @@ class Reconciler:
             sub = self.s.store.subscription(subscription_id)
             if sub is None:
                 return last
+            progress = self.progress.of(sub.id)
             action: Action | None = None
             record: VMRecord | None = None
             try:
-                observed, record = observe(sub, self.s.inventory, self.s.backend)
+                observed, record = observe(sub, progress, self.s.inventory, self.s.backend)
                 action = next_action(facts_of(sub), chain_time, self.s.config.grace_seconds,
                                      observed)
                 if action is None:
-                    self._settle(sub, chain_time)
+                    self._settle(sub, progress, chain_time)
                     return last
-                self.s.store.journal_step(sub.id, action.value, "started")
+                self.progress.journal_step(sub.id, action.value, "started")
                 started = time.monotonic()
                 try:
-                    self._apply(action, sub, record)
+                    self._apply(action, sub, progress, record)
                 finally:
                     if self.s.step_observer is not None:
                         failed = sys.exc_info()[0] is not None
@@ -172,12 +110,11 @@ class Reconciler:
                                              time.monotonic() - started)
             except VmidTaken as exc:
                 if action is not Action.CREATE_VM or record is None:
-                    return self._failed(sub, action, exc)
-                # Someone else's VM sits on our id: quarantine it, take the next free one.
-                moved = self.s.inventory.reassign_vmid(record.id, self.s.pools, reason=str(exc))
-                self.s.store.journal_step(sub.id, action.value, "failed",
-                                          f"VMID {record.vmid} is taken by a foreign VM; "
-                                          f"moved to {moved.vmid}")
+                    return self._failed(sub, progress, action, exc, Failure.PERMANENT)
+                moved = self.builder.move_off_taken_vmid(record, exc)
+                self.progress.journal_step(sub.id, action.value, "failed",
+                                           f"VMID {record.vmid} is taken by a foreign VM; "
+                                           f"moved to {moved.vmid}")
                 log.warning("reconcile.vmid_taken", subscription=sub.id, vmid=record.vmid,
                             new_vmid=moved.vmid)
                 continue
@@ -189,13 +126,16 @@ class Reconciler:
                 # A chain write is on its way (or the signer needs funds: health is red).
                 # Not a failure of this subscription: no attempt is counted.
                 name = action.value if action is not None else "observe"
-                self.s.store.journal_step(sub.id, name, "failed", f"waiting: {exc}"[:500])
+                self.progress.journal_step(sub.id, name, "failed", f"waiting: {exc}"[:500])
                 log.info("reconcile.waiting_for_chain", subscription=sub.id, action=name,
                          detail=str(exc)[:200])
                 return name
-            except STEP_ERRORS as exc:
-                return self._failed(sub, action, exc)
-            self.s.store.journal_step(sub.id, action.value, "done")
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is None:
+                    raise  # unclassified: a bug, logged by the caller with its traceback
+                return self._failed(sub, progress, action, exc, failure)
+            self.progress.journal_step(sub.id, action.value, "done")
             log.info("reconcile.step_done", subscription=sub.id, action=action.value)
             last = action.value
         return last
@@ -206,25 +146,30 @@ class Reconciler:
         sub = self.s.store.subscription(subscription_id)
         if sub is None:
             raise UserError(f"subscription {subscription_id} is not in the journal")
+        progress = self.progress.of(sub.id)
         record = self.s.inventory.live_for_subscription(sub.id)
-        self.s.store.journal_step(sub.id, action.value, "started", "by hand")
+        self.progress.journal_step(sub.id, action.value, "started", "by hand")
         try:
-            self._apply(action, sub, record)
-        except STEP_ERRORS as exc:
+            self._apply(action, sub, progress, record)
+        except Exception as exc:
+            if classify(exc) is None:
+                raise
             reason = f"{action.value}: {exc}"[:500]
-            self.s.store.journal_step(sub.id, action.value, "failed", reason)
-            self.s.store.update_progress(sub.id, last_error=reason)
+            self.progress.journal_step(sub.id, action.value, "failed", reason)
+            self.progress.save(sub.id, progress, replace(progress, last_error=reason))
             raise
-        self.s.store.journal_step(sub.id, action.value, "done", "by hand")
+        self.progress.journal_step(sub.id, action.value, "done", "by hand")
 
-    def _failed(self, sub: Subscription, action: Action | None, exc: Exception) -> str:
+    def _failed(self, sub: Subscription, progress: Progress, action: Action | None,
+                exc: Exception, failure: Failure) -> str:
         """Record a failed step; permanent errors and exhausted budgets become dead letters."""
         name = action.value if action is not None else "observe"
         reason = f"{name}: {exc}"[:500]
-        attempts = sub.attempts + 1
-        self.s.store.journal_step(sub.id, name, "failed", reason)
-        self.s.store.update_progress(sub.id, last_error=reason, attempts=attempts)
-        permanent = isinstance(exc, PERMANENT_ERRORS) and not isinstance(exc, VmidTaken)
+        attempts = progress.attempts + 1
+        self.progress.journal_step(sub.id, name, "failed", reason)
+        self.progress.save(sub.id, progress,
+                           replace(progress, last_error=reason, attempts=attempts))
+        permanent = failure is Failure.PERMANENT
         if permanent or attempts >= DEAD_LETTER_AFTER_ATTEMPTS:
             entry = DeadLetters(self.s.store.conn).add(
                 sub.id, action=name, reason=reason, attempts=attempts,
@@ -236,22 +181,24 @@ class Reconciler:
                         error=reason, attempts=attempts)
         return name
 
-    def _settle(self, sub: Subscription, chain_time: int) -> None:
-        state = subscription_state(sub, self.s.inventory, chain_time, self.s.config.grace_seconds)
-        if state != sub.state or sub.last_error or sub.attempts:
-            self.s.store.update_progress(sub.id, state=state, last_error=None, attempts=0)
+    def _settle(self, sub: Subscription, progress: Progress, chain_time: int) -> None:
+        state = subscription_state(sub, progress, self.s.inventory, chain_time,
+                                   self.s.config.grace_seconds)
+        self.progress.save(sub.id, progress,
+                           replace(progress, state=state, last_error=None, attempts=0))
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _apply(self, action: Action, sub: Subscription, record: VMRecord | None) -> None:
+    def _apply(self, action: Action, sub: Subscription, progress: Progress,
+               record: VMRecord | None) -> None:
         if action is Action.ALLOCATE:
-            self._allocate(sub)
+            self._allocate(sub, progress)
         elif action is Action.MINT:
             assert record is not None
-            self._mint(sub, record)
+            self._mint(sub, progress, record)
         elif action is Action.CREATE_VM:
             assert record is not None
-            self._create(sub, record)
+            self._create(sub, progress, record)
         elif action is Action.START:
             assert record is not None
             self.s.backend.start(ref_of(record))
@@ -270,13 +217,14 @@ class Reconciler:
                           timeout=hooks.timeout)
             self.s.inventory.release(record.id)
         elif action is Action.UPDATE_EXPIRY:
-            self._update_expiry(sub)
+            self._update_expiry(sub, progress)
         elif action is Action.UPDATE_CREDENTIALS:
             assert record is not None
-            self._update_credentials(sub, record)
+            self._update_credentials(sub, progress, record)
 
-    def _allocate(self, sub: Subscription) -> None:
-        self.s.store.update_progress(sub.id, state="provisioning")
+    def _allocate(self, sub: Subscription, progress: Progress) -> None:
+        self.progress.save(sub.id, progress,
+                           replace(progress, state=SubscriptionState.PROVISIONING))
         self.s.inventory.reserve(
             vm_name(self.s.config, sub.id), pools=self.s.pools,
             node=self.choose_node(self.s.config.plan_size(sub.plan_id)),
@@ -285,81 +233,66 @@ class Reconciler:
         )
 
     def _minter(self) -> NftMinter:
-        if self.s.minter is None:
-            raise UserError("no NFT contract configured (chain.nft_contract); cannot mint")
-        return self.s.minter
+        return self.builder.require_minter("cannot mint")
 
-    def _sealed_details(self, sub: Subscription, record: VMRecord) -> tuple[bytes, str, str | None]:
-        """(userEncrypted for the NFT, publicSecret, note when no details could be sealed).
+    def _user_secret(self, sub: Subscription) -> tuple[bytes | None, str, str | None]:
+        """(the subscriber's signature, publicSecret, note when no details can be sealed).
 
-        The subscriber's signature (decrypted from the purchase) keys the AES-GCM seal; a
-        payload we cannot use still gets the user an NFT, just without details."""
+        The signature (decrypted from the purchase) keys the AES-GCM seal; a payload we cannot
+        use still gets the user an NFT, just without details."""
         cfg = self.s.config
         if self.s.server_key is None:
-            return b"", cfg.public_secret_default, ("server key not loaded; NFT minted without "
-                                                    "connection details")
+            return None, cfg.public_secret_default, ("server key not loaded; NFT minted without "
+                                                     "connection details")
         if not sub.user_encrypted:
-            return b"", cfg.public_secret_default, ("subscription carries no userEncrypted; NFT "
-                                                    "minted without connection details")
+            return None, cfg.public_secret_default, ("subscription carries no userEncrypted; "
+                                                     "NFT minted without connection details")
         try:
             secret = decrypt_user_encrypted(
                 self.s.server_key, sub.user_encrypted, subscriber=sub.subscriber,
                 public_secret_default=cfg.public_secret_default)
         except CryptoError as exc:
-            return b"", cfg.public_secret_default, f"credentials not encrypted: {exc}"
-        details = ConnectionDetails(hostname=record.ipv6 or record.ipv4 or record.name,
-                                    port=22, username=record.username or cfg.vm.username)
-        return encrypt_connection_details(secret.signature, details), secret.public_secret, None
+            return None, cfg.public_secret_default, f"credentials not encrypted: {exc}"
+        return secret.signature, secret.public_secret, None
 
-    def _mint(self, sub: Subscription, record: VMRecord) -> None:
-        minter = self._minter()
-        cfg = self.s.config
-        user_encrypted, public_secret, note = self._sealed_details(sub, record)
-        request = MintRequest(
-            to=sub.subscriber, user_encrypted=user_encrypted, public_secret=public_secret,
-            description=cfg.nft.description, image_uri=cfg.nft.image_uri,
-            animation_url_base64=signing_page_base64(cfg.nft.signing_page_path),
-            expires_at=sub.expires_at,
-        )
-        token_id = minter.mint(f"mint:sub:{sub.id}", sub.id, request)
-        self.s.store.update_progress(sub.id, token_id=token_id, nft_expires_at=sub.expires_at,
-                                     credential_note=note,
-                                     credentials_vm=record.id if user_encrypted else None)
+    def _username(self, record: VMRecord) -> str:
+        return record.username or self.s.config.vm.username
 
-    def _update_expiry(self, sub: Subscription) -> None:
-        assert sub.token_id is not None
-        self._minter().update_expiration(sub.id, sub.token_id, sub.expires_at)
-        self.s.store.update_progress(sub.id, nft_expires_at=sub.expires_at)
+    def _mint(self, sub: Subscription, progress: Progress, record: VMRecord) -> None:
+        signature, public_secret, note = self._user_secret(sub)
+        order = MintOrder(key=f"mint:sub:{sub.id}", subscription_id=sub.id, to=sub.subscriber,
+                          signature=signature, public_secret=public_secret,
+                          username=self._username(record), expires_at=sub.expires_at)
+        token_id, sealed = self.builder.mint(order, record, hint="cannot mint")
+        self.progress.save(sub.id, progress, replace(
+            progress, token_id=token_id, nft_expires_at=sub.expires_at, credential_note=note,
+            credentials_vm=record.id if sealed else None))
 
-    def _update_credentials(self, sub: Subscription, record: VMRecord) -> None:
+    def _update_expiry(self, sub: Subscription, progress: Progress) -> None:
+        assert progress.token_id is not None
+        self._minter().update_expiration(sub.id, progress.token_id, sub.expires_at)
+        self.progress.save(sub.id, progress, replace(progress, nft_expires_at=sub.expires_at))
+
+    def _update_credentials(self, sub: Subscription, progress: Progress,
+                            record: VMRecord) -> None:
         """The VM was rebuilt (new address): re-seal the details for the same signature."""
-        assert sub.token_id is not None
-        user_encrypted, _secret, note = self._sealed_details(sub, record)
-        if user_encrypted:
-            self._minter().update_user_encrypted(sub.id, sub.token_id, user_encrypted,
-                                                 generation=record.id)
-        self.s.store.update_progress(sub.id, credentials_vm=record.id if user_encrypted else None,
-                                     credential_note=note)
+        assert progress.token_id is not None
+        signature, _secret, note = self._user_secret(sub)
+        if signature is not None:
+            self._minter().update_user_encrypted(
+                sub.id, progress.token_id,
+                seal_details(signature, record, self._username(record)), generation=record.id)
+        self.progress.save(sub.id, progress, replace(
+            progress, credentials_vm=record.id if signature is not None else None,
+            credential_note=note))
 
-    def _create(self, sub: Subscription, record: VMRecord) -> None:
+    def _create(self, sub: Subscription, progress: Progress, record: VMRecord) -> None:
         cfg = self.s.config
-        user_data = render(cfg.vm.cloud_init_template, cloud_init_variables(
-            cfg, record, token_id=sub.token_id, wallet=sub.subscriber,
-            chain_id=self.s.chain_id or cfg.chain.chain_id, rpc_url=self.s.rpc_url_for_vm))
+        user_data = self.builder.user_data(cfg.vm.cloud_init_template, record,
+                                           token_id=progress.token_id, wallet=sub.subscriber)
         spec = vm_spec(cfg, record, self.s.pools, size=cfg.plan_size(sub.plan_id),
                        user_data=user_data)
-        if self.limiter is not None and not self.limiter.try_acquire_node(record.node):
-            raise Deferred(f"node {record.node} has no free create slot")
-        try:
-            ref = self.s.backend.create(spec)
-        finally:
-            if self.limiter is not None:
-                self.limiter.release(record.node)
-        # Hooks run before the record says "running": if one fails, the next pass creates
-        # again (adopting the VM) and re-runs them, so hooks must be idempotent.
-        hooks = cfg.network.hooks
-        run_hooks(hooks.on_create, "created", vm_facts(cfg, record), timeout=hooks.timeout)
-        self.s.inventory.set_state(record.id, "running", smbios_uuid=ref.smbios_uuid)
+        self.builder.create(spec, record)
 
 
 def retry_delay(attempts: int) -> float:
@@ -367,5 +300,6 @@ def retry_delay(attempts: int) -> float:
     return min(300.0, 2.0 * (2 ** max(0, attempts - 1))) if attempts else 0.0
 
 
-def due(sub: Subscription, now: float, last_try: dict[int, float]) -> bool:
-    return now - last_try.get(sub.id, 0.0) >= retry_delay(sub.attempts)
+def due(subscription_id: int, progress: Progress, now: float,
+        last_try: dict[int, float]) -> bool:
+    return now - last_try.get(subscription_id, 0.0) >= retry_delay(progress.attempts)

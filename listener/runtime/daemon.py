@@ -18,28 +18,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import structlog
 
-from listener.config import Config, PlanSize
-from listener.reconcile.decide import next_action
-from listener.reconcile.dead_letters import DeadLetters, is_blocked
 from listener.chain.heads import HeadWatcher
-from listener.reconcile.reconciler import (
-    BUILT_STATES,
-    Reconciler,
-    Services,
-    due,
-    facts_of,
-    observe,
-    subscription_state,
-)
-from listener.chain.ranges import RangeController
-from listener.runtime.observability import HealthState, Metrics, serve
+from listener.chain.journal import Store
 from listener.chain.prefetch import LogPrefetcher
+from listener.chain.ranges import RangeController
 from listener.chain.rpc import RpcClient
 from listener.chain.scanner import Outcome, ScanResult, scan_once
-from listener.chain.journal import Store
+from listener.config import Config
+from listener.reconcile.dead_letters import DeadLetters, is_blocked
+from listener.reconcile.decide import next_action
+from listener.reconcile.observe import BUILT_STATES, facts_of, observe, subscription_state
+from listener.reconcile.placement import place
+from listener.reconcile.progress import Progress, ProgressStore
+from listener.reconcile.reconciler import Reconciler, Services, due
+from listener.runtime.observability import HealthState, Metrics, serve
 from listener.writeback.tx_store import TxStore
 from provisioner.inventory import Inventory
-from provisioner.placement import PlacementLimiter, PlacementLimits, choose_node
+from provisioner.placement import PlacementLimiter, PlacementLimits
 from provisioner.storage.wal_checkpoint import WalCheckpointer
 
 log = structlog.get_logger(__name__)
@@ -61,31 +56,6 @@ def sd_notify(message: str) -> None:
             sock.sendall(message.encode())
         except OSError:
             log.warning("systemd.notify_failed")
-
-
-def node_resources(backend: object) -> list[dict[str, object]]:
-    """/cluster/resources node entries from the API backend (the Terraform one reads through
-    its API backend)."""
-    api = getattr(backend, "api", backend)
-    return api.node_resources()  # type: ignore[attr-defined, no-any-return]
-
-
-def place(services: Services, size: PlanSize) -> str:
-    """Placement at allocation: the allowed online node with the most room for this size.
-
-    In-flight creates are not counted here (allocation only reserves ids); the create step
-    takes a per-node slot from the limiter, so a busy node delays, never overloads."""
-    return place_on(services.config, services.backend, size)
-
-
-def place_on(config: Config, backend: object, size: PlanSize) -> str:
-    """:func:`place` for callers without a Services bundle (``vm create``)."""
-    px = config.proxmox
-    limits = PlacementLimits(per_node=px.max_parallel_per_node, total=px.max_parallel)
-    node = choose_node(node_resources(backend), px.nodes, {}, limits,
-                       memory_mb=size.memory, cores=size.cores)
-    assert node is not None  # nothing in flight: only PlacementError can refuse
-    return node
 
 
 class Daemon:
@@ -159,7 +129,7 @@ class Daemon:
                                 limiter=self.limiter)
         try:
             reconciler.reconcile(subscription_id, chain_time)
-        except Exception:  # noqa: BLE001 - a worker must never die silently
+        except Exception:
             log.exception("reconcile.crashed", subscription=subscription_id)
 
     def dispatch(self, pool: ThreadPoolExecutor, store: Store, inventory: Inventory) -> int:
@@ -181,17 +151,20 @@ class Daemon:
             self._next_drift_check = now + self.config.proxmox.drift_check_interval
         blocked = DeadLetters(store.conn).blocked()
         grace = self.config.grace_seconds
+        progress_of = ProgressStore(store.conn).all()
         for sub in store.subscriptions():
             if sub.id in self._inflight or is_blocked(blocked, sub.id, sub.updated_block):
                 continue
-            observed, record = observe(sub, inventory)
+            progress = progress_of.get(sub.id, Progress())
+            observed, record = observe(sub, progress, inventory)
             built = record is not None and record.state in BUILT_STATES
             if not (drift_check and built):
-                if not due(sub, now, self._last_try):
+                if not due(sub.id, progress, now, self._last_try):
                     continue
                 if (next_action(facts_of(sub), chain_time, grace, observed) is None
-                        and not sub.last_error
-                        and subscription_state(sub, inventory, chain_time, grace) == sub.state):
+                        and not progress.last_error
+                        and subscription_state(sub, progress, inventory, chain_time, grace)
+                        == progress.state):
                     continue
             self._last_try[sub.id] = now
             self._inflight[sub.id] = pool.submit(self._work, sub.id, chain_time)
@@ -204,9 +177,12 @@ class Daemon:
         """Refresh the totals shown on /metrics (cheap COUNT queries, once per loop)."""
         chain_time = store.chain_state().chain_time
         by_state: dict[str, int] = {}
+        progress_of = ProgressStore(store.conn).all()
         for sub in store.subscriptions():
-            state = (subscription_state(sub, inventory, chain_time, self.config.grace_seconds)
-                     if chain_time is not None else sub.state)
+            progress = progress_of.get(sub.id, Progress())
+            state = (subscription_state(sub, progress, inventory, chain_time,
+                                        self.config.grace_seconds)
+                     if chain_time is not None else progress.state)
             by_state[state] = by_state.get(state, 0) + 1
         txs = TxStore(store.conn)
         self.metrics.observe_totals(dead_letters=DeadLetters(store.conn).open_count(),

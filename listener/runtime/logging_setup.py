@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import TextIO
 
 import structlog
@@ -13,7 +14,8 @@ _SECRET_KEYS = frozenset({"signature", "private_key", "token_secret", "secret", 
                           "user_signature", "key"})
 
 
-def _drop_secrets(_logger: object, _name: str, event: dict[str, object]) -> dict[str, object]:
+def _drop_secrets(_logger: object, _name: str,
+                  event: MutableMapping[str, object]) -> MutableMapping[str, object]:
     for key in list(event):
         if key.lower() in _SECRET_KEYS:
             event[key] = "[redacted]"
@@ -28,7 +30,8 @@ class _CurrentStream:
         self._name = name
 
     def _target(self) -> TextIO:
-        return getattr(sys, self._name)
+        stream: TextIO = getattr(sys, self._name)
+        return stream
 
     def write(self, text: str) -> int:
         return self._target().write(text)
@@ -46,9 +49,9 @@ def configure(stream: TextIO | None = None, *, level: int = logging.INFO) -> Non
     ``sys.stdout`` / ``sys.stderr`` (the default) are resolved at each write."""
     out: TextIO
     if stream is None or stream is sys.stderr:
-        out = _CurrentStream("stderr")  # type: ignore[assignment]
+        out = _CurrentStream("stderr")  # type: ignore[assignment]  # duck-typed TextIO (write/flush)
     elif stream is sys.stdout:
-        out = _CurrentStream("stdout")  # type: ignore[assignment]
+        out = _CurrentStream("stdout")  # type: ignore[assignment]  # duck-typed TextIO (write/flush)
     else:
         out = stream
     renderer: structlog.typing.Processor

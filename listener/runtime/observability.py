@@ -21,8 +21,8 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from listener.chain.scanner import Outcome, ScanResult
 from listener.chain.journal import ChainState
+from listener.chain.scanner import Outcome, ScanResult
 
 log = structlog.get_logger(__name__)
 
@@ -126,7 +126,7 @@ class Metrics:
 class _Handler(BaseHTTPRequestHandler):
     server: _ObservabilityServer
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._send(200, generate_latest(self.server.metrics.registry), CONTENT_TYPE_LATEST)
@@ -184,7 +184,7 @@ def serve(listen: str, metrics: Metrics, health: HealthState) -> _ObservabilityS
     kind = _ObservabilityServer6 if ":" in host else _ObservabilityServer
     server = kind((host, port), metrics, health)
     threading.Thread(target=server.serve_forever, name="observability", daemon=True).start()
-    host, port = server.server_address[:2]
-    log.info("observability.listening", host=host, port=port,
+    bound_host, port = server.server_address[:2]
+    log.info("observability.listening", host=str(bound_host), port=port,
              endpoints=["/healthz", "/readyz", "/metrics"])
     return server

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 from eth_account import Account
 from web3 import Web3
 
-from listener.config import Config
-from listener.errors import UserError
-from listener.crypto.key_files import load_private_key, read_owner_only_file
-from listener.writeback.nft import NftMinter
-from listener.reconcile.reconciler import Services
 from listener.chain.journal import Store
+from listener.config import Config
+from listener.crypto.key_files import load_private_key, read_owner_only_file
+from listener.errors import UserError
+from listener.reconcile.reconciler import Services
+from listener.writeback.nft import NftMinter
 from listener.writeback.txmanager import TxManager
 from provisioner.backend import VMBackend
 from provisioner.inventory import Inventory, Pools
-from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+from provisioner.proxmox.backend import ProxmoxAPIBackend
 
 if TYPE_CHECKING:
     from provisioner.terraform.backend import TerraformBackend
@@ -118,6 +118,11 @@ def build_minter(config: Config, store: Store) -> NftMinter | None:
     return NftMinter(txm, config.chain.nft_contract)
 
 
+def rpc_url_for_vm(config: Config) -> str:
+    """The RPC endpoint a tenant VM's cloud-init is given (today the first listener URL)."""
+    return config.chain.rpc_urls[0] if config.chain.rpc_urls else ""
+
+
 def build_services(config: Config, *, chain_id: int | None = None,
                    with_chain: bool = True) -> Services:
     """A full set of adapters for one thread (own SQLite connection, own HTTP sessions).
@@ -132,6 +137,6 @@ def build_services(config: Config, *, chain_id: int | None = None,
         server_key=(load_private_key(config.server_key_file, what="server key")
                     if with_chain else None),
         pools=pools_from_config(config),
-        rpc_url_for_vm=config.chain.rpc_urls[0] if config.chain.rpc_urls else "",
+        rpc_url_for_vm=rpc_url_for_vm(config),
         chain_id=chain_id or config.chain.chain_id,
     )

@@ -15,16 +15,11 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 
 from listener.chain.contracts import load_artifact, send_transaction
-from listener.crypto.core import (
-    ConnectionDetails,
-    build_user_plaintext,
-    decrypt_connection_details,
-    ecies_encrypt,
-    make_public_secret,
-    sign_public_secret,
-)
-from listener.errors import UserError
 from listener.chain.events import EVENT_TOPICS, decode_log
+from listener.crypto.credentials import ConnectionDetails, decrypt_connection_details
+from listener.crypto.ecies import ecies_encrypt
+from listener.crypto.user_secret import build_user_plaintext, make_public_secret, sign_public_secret
+from listener.errors import UserError
 
 STABLECOIN_PAYMENT_ID = 1
 
@@ -200,7 +195,8 @@ def credentials(w3: Web3, account: LocalAccount, *, nft_contract: str,
 
 
 def load_account(key: bytes) -> LocalAccount:
-    return Account.from_key(key)
+    account: LocalAccount = Account.from_key(key)
+    return account
 
 
 def _hex(value: Any) -> str:

@@ -20,20 +20,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from eth_account.signers.local import LocalAccount
+from eth_account.types import AccessListEntry
+from eth_typing import HexStr
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.types import Wei
 
 from listener.chain.contracts import describe_revert
 from listener.errors import BlockhostError
 from listener.writeback.fees import FeePolicy, Fees
+from listener.writeback.send_errors import SendOutcome, classify_send_error
 from listener.writeback.tx_store import Alert, SignedAttempt, TxAttempt, TxRequest, TxStore
 
 log = structlog.get_logger(__name__)
@@ -56,36 +59,6 @@ class SignerUnhealthy(TxPending):
 
     An alert is recorded (health red); the stored transaction is re-sent on a later pass.
     """
-
-
-class SendOutcome(Enum):
-    ACCEPTED = "accepted"
-    KNOWN = "already known"
-    NONCE_TOO_LOW = "nonce too low"
-    UNDERPRICED = "underpriced"
-    INSUFFICIENT_FUNDS = "insufficient funds"
-    OTHER = "other"
-
-
-_CLASSES: tuple[tuple[SendOutcome, tuple[str, ...]], ...] = (
-    (SendOutcome.KNOWN, ("already known", "known transaction", "already imported",
-                         "already in pool", "alreadyknown")),
-    (SendOutcome.NONCE_TOO_LOW, ("nonce too low", "nonce is too low", "invalid nonce",
-                                 "oldnonce", "nonce has already been used")),
-    (SendOutcome.INSUFFICIENT_FUNDS, ("insufficient funds", "insufficient balance",
-                                      "not enough funds", "lackoffund")),
-    (SendOutcome.UNDERPRICED, ("underpriced", "fee too low", "max fee per gas less than",
-                               "less than block base fee", "feecap", "fee cap")),
-)
-
-
-def classify_send_error(message: str) -> SendOutcome:
-    """Map a node's refusal text (geth, anvil, erigon, nethermind, providers) to a class."""
-    lowered = message.lower()
-    for outcome, markers in _CLASSES:
-        if any(marker in lowered for marker in markers):
-            return outcome
-    return SendOutcome.OTHER
 
 
 @dataclass(frozen=True)
@@ -150,8 +123,8 @@ class TxManager:
     def _base_fee(self) -> int:
         return int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
 
-    def _nonce(self, tag: str) -> int:
-        return int(self.w3.eth.get_transaction_count(self.sender, tag))  # type: ignore[arg-type]
+    def _nonce(self, tag: Literal["pending", "latest"]) -> int:
+        return int(self.w3.eth.get_transaction_count(self.sender, tag))
 
     def _chain(self) -> int:
         if self._chain_id is None:
@@ -160,7 +133,7 @@ class TxManager:
 
     def _is_confirmed(self, block_number: int, head: int) -> bool:
         if isinstance(self.confirmations, str):
-            tagged = self.w3.eth.get_block(self.confirmations)  # type: ignore[arg-type]
+            tagged = self.w3.eth.get_block(self.confirmations)  # type: ignore[arg-type]  # "safe"/"finalized"
             return int(tagged["number"]) >= block_number
         return block_number <= head - self.confirmations
 
@@ -193,7 +166,7 @@ class TxManager:
         try:
             estimate = int(self.w3.eth.estimate_gas({
                 "from": self.sender, "to": Web3.to_checksum_address(call.to),
-                "data": HexBytes(call.data), "value": call.value}))
+                "data": HexBytes(call.data), "value": Wei(call.value)}))
         except ContractLogicError as exc:
             data = exc.data if isinstance(exc.data, (str, bytes)) else None
             raise TxFailed(f"{kind} would fail: {describe_revert(data)}; is {self.sender} the "
@@ -211,10 +184,11 @@ class TxManager:
     def _signer(self, *, to: str, data: bytes, value: int, gas: int,
                 fees: Fees) -> Callable[[int], SignedAttempt]:
         def sign(nonce: int) -> SignedAttempt:
-            tx = {"type": 2, "chainId": self._chain(), "nonce": nonce,
-                  "to": Web3.to_checksum_address(to), "data": HexBytes(data), "value": value,
-                  "gas": gas, "maxFeePerGas": fees.max_fee,
-                  "maxPriorityFeePerGas": fees.priority_fee}
+            tx: dict[str, Sequence[AccessListEntry] | bytes | HexStr | int] = {
+                "type": 2, "chainId": self._chain(), "nonce": nonce,
+                "to": Web3.to_checksum_address(to), "data": HexBytes(data), "value": value,
+                "gas": gas, "maxFeePerGas": fees.max_fee,
+                "maxPriorityFeePerGas": fees.priority_fee}
             signed = self.account.sign_transaction(tx)
             return SignedAttempt(raw_tx=bytes(signed.raw_transaction),
                                  tx_hash="0x" + bytes(signed.hash).hex(),

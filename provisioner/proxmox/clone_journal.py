@@ -10,10 +10,12 @@ One small JSON file per VMID, written atomically (temp file + fsync + rename), m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
 from provisioner.storage.atomic_file import write_atomic
 
 
@@ -59,13 +61,11 @@ class CloneJournal:
         write_atomic(target, json.dumps(asdict(entry), sort_keys=True).encode(), mode=0o600)
 
     def remove(self, vmid: int) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self._path(vmid).unlink()
-        except FileNotFoundError:
-            pass
 
     def all(self) -> list[PendingClone]:
-        out = []
+        out: list[PendingClone] = []
         for path in sorted(self.directory.glob("clone-*.json")):
             try:
                 vmid = int(path.stem.split("-", 1)[1])
@@ -78,10 +78,15 @@ class CloneJournal:
 
 
 def _optional_int(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]
+    if value is None:
+        return None
+    if not isinstance(value, (int, str, float)):
+        raise TypeError(f"not an integer: {value!r}")
+    return int(value)
 
 
-def new_entry(vmid: int, subscription_id: int | None, name: str, template_vmid: int) -> PendingClone:
+def new_entry(vmid: int, subscription_id: int | None, name: str,
+              template_vmid: int) -> PendingClone:
     return PendingClone(vmid=vmid, subscription_id=subscription_id, name=name,
                         template_vmid=template_vmid, started_at=time.time())
 
@@ -104,3 +109,7 @@ class MemoryCloneJournal:
 
     def all(self) -> list[PendingClone]:
         return [self._entries[k] for k in sorted(self._entries)]
+
+
+#: Where the backend keeps its clones in flight: on disk (survives a crash) or in memory.
+Journal = CloneJournal | MemoryCloneJournal

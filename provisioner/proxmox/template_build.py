@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from provisioner.backend import NAME_RE, TAG_RE
 from provisioner.errors import Locked, NotFound, VmidTaken
-from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+from provisioner.proxmox.client import Param, PveClient
 
 log = structlog.get_logger(__name__)
 
@@ -83,14 +84,14 @@ def template_marker(tag: str) -> str:
     return f"managed-by={tag};role=template"
 
 
-def _is_ours(config: dict[str, Any], tag: str) -> bool:
+def _is_ours(config: Mapping[str, object], tag: str) -> bool:
     first = str(config.get("description") or "").lstrip("\ufeff").split("\n", 1)[0].strip()
     return first == template_marker(tag)
 
 
-def create_params(spec: TemplateSpec) -> dict[str, Any]:
+def create_params(spec: TemplateSpec) -> dict[str, Param]:
     """The ``POST /nodes/{node}/qemu`` parameters (every value a validated plain string)."""
-    params: dict[str, Any] = {
+    params: dict[str, Param] = {
         "vmid": spec.vmid,
         "name": spec.name,
         "description": f"{template_marker(spec.tag)}\nsource image: {spec.image}",
@@ -114,39 +115,71 @@ def create_params(spec: TemplateSpec) -> dict[str, Any]:
     return params
 
 
-def _find(backend: ProxmoxAPIBackend, vmid: int) -> tuple[str, dict[str, Any]] | None:
-    for entry in backend.request("GET", "cluster/resources", type="vm") or []:
+#: A VM as found: its node and config.
+_Found = tuple[str, dict[str, object]]
+
+
+def _find(client: PveClient, vmid: int) -> _Found | None:
+    for entry in client.resources("vm"):
         if entry.get("type") == "qemu" and int(entry.get("vmid", -1)) == vmid:
             node = str(entry["node"])
             try:
-                config = backend.request("GET", f"nodes/{node}/qemu/{vmid}/config")
+                config = client.get_object(f"nodes/{node}/qemu/{vmid}/config")
             except NotFound:
                 return None
-            return node, dict(config or {})
+            return node, config
     return None
 
 
-def _wait_unlocked(backend: ProxmoxAPIBackend, vmid: int, timeout: float) -> tuple[str, dict[str, Any]] | None:
+def _wait_unlocked(client: PveClient, vmid: int, timeout: float) -> _Found | None:
     """A ``lock: create`` means a create task (maybe of a crashed earlier run) is running:
     wait for it to end (it either finishes the VM or removes it)."""
     deadline = time.monotonic() + timeout
     while True:
-        found = _find(backend, vmid)
+        found = _find(client, vmid)
         if found is None or not found[1].get("lock"):
             return found
         if time.monotonic() >= deadline:
             raise Locked(0, f"VM {vmid} is still locked ({found[1]['lock']}) after "
                             f"{timeout:g}s; if no task is running, an operator must clear "
                             f"the stale lock (qm unlock {vmid})")
-        time.sleep(backend.poll_interval)
+        time.sleep(client.poll_interval)
 
 
-def build_template(backend: ProxmoxAPIBackend, spec: TemplateSpec) -> TemplateResult:
+def _create(client: PveClient, spec: TemplateSpec, blog: FilteringBoundLogger) -> _Found:
+    """Create the VM (the id must be free) and find it again."""
+    if not client.vmid_is_free(spec.vmid):
+        raise VmidTaken(0, f"VMID {spec.vmid} is used by a VM this token cannot see; "
+                           "choose another proxmox.template_vmid")
+    upid = client.task("POST", f"nodes/{spec.node}/qemu", **create_params(spec))
+    blog.info("template.create.started", upid=upid, image=spec.image)
+    client.wait_task(upid)
+    found = _find(client, spec.vmid)
+    if found is None:
+        raise NotFound(0, f"template VM {spec.vmid} was created but is not visible to "
+                          "this token")
+    return found
+
+
+def _convert(client: PveClient, spec: TemplateSpec, found: _Found) -> None:
+    """Turn our stopped VM into the template (refuse anything not made by us)."""
+    node, config = found
+    if not _is_ours(config, spec.tag):
+        raise VmidTaken(0, f"VMID {spec.vmid} holds VM {config.get('name')!r} that was not "
+                           "made by `blockhost template build`; refusing to convert it - choose "
+                           "another proxmox.template_vmid")
+    status = client.get_object(f"nodes/{node}/qemu/{spec.vmid}/status/current")
+    if str(status.get("status")) != "stopped":
+        raise Locked(0, f"template candidate VM {spec.vmid} is {status.get('status')}; "
+                        "stop it first (a template must never have booted)")
+    client.wait_task(client.task("POST", f"nodes/{node}/qemu/{spec.vmid}/template"))
+
+
+def build_template(client: PveClient, spec: TemplateSpec) -> TemplateResult:
     """Create and convert the template VM unless it already exists; see the module doc."""
     spec.validate()
     blog = log.bind(vmid=spec.vmid, node=spec.node)
-    steps: list[str] = []
-    found = _wait_unlocked(backend, spec.vmid, backend.task_timeout)
+    found = _wait_unlocked(client, spec.vmid, client.task_timeout)
     if found is not None and found[1].get("template"):
         node, config = found
         if not _is_ours(config, spec.tag):
@@ -154,30 +187,12 @@ def build_template(backend: ProxmoxAPIBackend, spec: TemplateSpec) -> TemplateRe
         else:
             blog.info("template.exists")
         return TemplateResult(spec.vmid, node, "exists")
+    steps: list[str] = []
     if found is None:
-        if not backend._id_is_free(spec.vmid):  # noqa: SLF001 - same package
-            raise VmidTaken(0, f"VMID {spec.vmid} is used by a VM this token cannot see; "
-                               "choose another proxmox.template_vmid")
-        upid = backend.request("POST", f"nodes/{spec.node}/qemu", **create_params(spec))
-        blog.info("template.create.started", upid=upid, image=spec.image)
-        backend.wait_task(upid)
+        found = _create(client, spec, blog)
         steps.append("created")
-        found = _find(backend, spec.vmid)
-        if found is None:
-            raise NotFound(0, f"template VM {spec.vmid} was created but is not visible to "
-                              "this token")
-    node, config = found
-    if not _is_ours(config, spec.tag):
-        raise VmidTaken(0, f"VMID {spec.vmid} holds VM {config.get('name')!r} that was not "
-                           "made by `blockhost template build`; refusing to convert it - choose "
-                           "another proxmox.template_vmid")
-    status = backend.request("GET", f"nodes/{node}/qemu/{spec.vmid}/status/current")
-    if str(status.get("status")) != "stopped":
-        raise Locked(0, f"template candidate VM {spec.vmid} is {status.get('status')}; "
-                        "stop it first (a template must never have booted)")
-    upid = backend.request("POST", f"nodes/{node}/qemu/{spec.vmid}/template")
-    backend.wait_task(upid)
+    _convert(client, spec, found)
     steps.append("converted")
     blog.info("template.done", steps=steps)
-    return TemplateResult(spec.vmid, node, "created" if "created" in steps else "converted",
+    return TemplateResult(spec.vmid, found[0], "created" if "created" in steps else "converted",
                           tuple(steps))

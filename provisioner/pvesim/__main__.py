@@ -25,6 +25,12 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from provisioner.pvesim.sim_config import GIB, SimConfig
+
+if TYPE_CHECKING:
+    from provisioner.pvesim.server.httpd import PveSimServer
 
 TOKEN_ENV = "BLOCKHOST_PVESIM_TOKEN"
 
@@ -98,16 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    from provisioner.pvesim.server import PveSimServer, make_ssl_context, parse_token, start_ticker
-    from provisioner.pvesim.state import GIB, SimConfig, Simulator
-
-    nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
-    if not nodes:
-        print("blockhost-pvesim: --nodes needs at least one node", file=sys.stderr)
-        return 2
+def _workdir_and_state_file(args: argparse.Namespace) -> tuple[Path, Path]:
+    """``--state-file`` and ``--workdir`` default to each other, else to a fresh temp dir."""
     if args.state_file:
         state_file = Path(args.state_file).resolve()
         workdir = Path(args.workdir).resolve() if args.workdir else state_file.parent
@@ -119,15 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             workdir = Path(tempfile.mkdtemp(prefix="pvesim-"))
         state_file = workdir / "pvesim-state.json"
     workdir.mkdir(parents=True, exist_ok=True)
+    return workdir, state_file
 
-    token_text, generated = _resolve_token(args)
-    try:
-        token_id, token_secret = parse_token(token_text)
-    except ValueError as exc:
-        print(f"blockhost-pvesim: bad API token: {exc}", file=sys.stderr)
-        return 2
 
-    cfg = SimConfig(
+def _sim_config(args: argparse.Namespace, nodes: list[str], state_file: Path) -> SimConfig:
+    return SimConfig(
         nodes=nodes,
         template_vmid=args.template,
         pool=args.pool or None,
@@ -138,26 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         bridges=tuple(b.strip() for b in args.bridges.split(",") if b.strip()),
         node_maxmem=args.node_memory_gb * GIB,
     )
-    try:
-        sim = Simulator(cfg)
-    except (OSError, ValueError) as exc:
-        print(f"blockhost-pvesim: cannot load state {state_file}: {exc}", file=sys.stderr)
-        return 1
 
+
+def _tls_hosts(host: str) -> list[str]:
+    """Names the server certificate is issued for: loopback, plus the bound address."""
     hosts = ["127.0.0.1", "localhost", "::1"]
-    if args.host not in hosts and args.host not in ("0.0.0.0", "::"):
-        hosts.append(args.host)
-    ca_path, chain = prepare_tls(workdir, hosts)
-    server = PveSimServer((args.host, args.port), sim, make_ssl_context(str(chain)), token_id,
-                          token_secret, quiet=args.quiet)
-    start_ticker(sim)
+    if host not in hosts and host not in ("0.0.0.0", "::"):
+        hosts.append(host)
+    return hosts
 
-    port = server.server_address[1]
-    shown_host = f"[{args.host}]" if ":" in args.host else args.host
-    if generated:
-        print(f"API token: {token_id}={token_secret}", flush=True)
-    print(f"Listening on https://{shown_host}:{port}", flush=True)
-    print(f"CA certificate: {ca_path}", flush=True)
+
+def _serve(server: PveSimServer) -> None:
+    """Serve until SIGTERM or SIGINT."""
 
     def _stop(signum: int, frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -168,6 +154,46 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_forever(poll_interval=0.05)
     finally:
         server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from provisioner.pvesim.server.auth import parse_token
+    from provisioner.pvesim.server.httpd import PveSimServer, make_ssl_context, start_ticker
+    from provisioner.pvesim.simulator import Simulator
+
+    nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
+    if not nodes:
+        print("blockhost-pvesim: --nodes needs at least one node", file=sys.stderr)
+        return 2
+    workdir, state_file = _workdir_and_state_file(args)
+
+    token_text, generated = _resolve_token(args)
+    try:
+        token_id, token_secret = parse_token(token_text)
+    except ValueError as exc:
+        print(f"blockhost-pvesim: bad API token: {exc}", file=sys.stderr)
+        return 2
+
+    try:
+        sim = Simulator(_sim_config(args, nodes, state_file))
+    except (OSError, ValueError) as exc:
+        print(f"blockhost-pvesim: cannot load state {state_file}: {exc}", file=sys.stderr)
+        return 1
+
+    ca_path, chain = prepare_tls(workdir, _tls_hosts(args.host))
+    server = PveSimServer((args.host, args.port), sim, make_ssl_context(str(chain)), token_id,
+                          token_secret, quiet=args.quiet)
+    start_ticker(sim)
+
+    port = server.server_address[1]
+    shown_host = f"[{args.host}]" if ":" in args.host else args.host
+    if generated:
+        print(f"API token: {token_id}={token_secret}", flush=True)
+    print(f"Listening on https://{shown_host}:{port}", flush=True)
+    print(f"CA certificate: {ca_path}", flush=True)
+    _serve(server)
     return 0
 
 

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
 
@@ -58,40 +58,45 @@ class PveSim:
             raise PveSimError(f"pvesim control {method} {path}: {resp.status_code} {resp.reason}")
         return resp.json()
 
+    def _control_object(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """:meth:`control` for the endpoints that answer a JSON object."""
+        return cast(dict[str, Any], self.control(method, path, body))
+
     def state(self) -> dict[str, Any]:
         """Everything the simulator knows: nodes, VMs (config, status, lock, pool, tags,
         description, smbios uuid), tasks (with logs) and pending faults."""
-        return self.control("GET", "state")
+        return self._control_object("GET", "state")
 
     def vm(self, vmid: int) -> dict[str, Any] | None:
         """One VM from :meth:`state`, or None."""
-        for vm in self.state()["vms"]:
+        vms = cast(list[dict[str, Any]], self.state()["vms"])
+        for vm in vms:
             if vm["vmid"] == vmid:
                 return vm
         return None
 
     def inject(self, **fault: Any) -> dict[str, Any]:
         """Add a fault rule, e.g. ``inject(op="clone", mode="fail_task", message="...")``."""
-        return self.control("POST", "faults", fault)
+        return self._control_object("POST", "faults", fault)
 
     def clear_faults(self) -> None:
         self.control("DELETE", "faults")
 
     def create_vm(self, **spec: Any) -> dict[str, Any]:
         """Create a VM behind the API's back (e.g. a foreign VM without markers)."""
-        return self.control("POST", "vms", spec)
+        return self._control_object("POST", "vms", spec)
 
     def update_vm(self, vmid: int, **spec: Any) -> dict[str, Any]:
-        return self.control("POST", f"vms/{vmid}", spec)
+        return self._control_object("POST", f"vms/{vmid}", spec)
 
     def delete_vm(self, vmid: int) -> None:
         self.control("DELETE", f"vms/{vmid}")
 
     def set_node(self, node: str, **spec: Any) -> dict[str, Any]:
-        return self.control("POST", f"nodes/{node}", spec)
+        return self._control_object("POST", f"nodes/{node}", spec)
 
     def finish_task(self, upid: str, exitstatus: str = "OK") -> dict[str, Any]:
-        return self.control("POST", f"tasks/{upid}/finish", {"exitstatus": exitstatus})
+        return self._control_object("POST", f"tasks/{upid}/finish", {"exitstatus": exitstatus})
 
     def reset(self) -> None:
         self.control("POST", "reset")
@@ -125,6 +130,37 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def _child_env(token: str) -> dict[str, str]:
+    """The environment of the child: the token (never in argv) and this very source tree."""
+    env = dict(os.environ)
+    env[TOKEN_ENV] = token
+    # make the child import this very source tree, installed or not
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _wait_listening(process: subprocess.Popen[bytes], out_path: Path, log_path: Path,
+                    startup_timeout: float) -> tuple[re.Match[str], re.Match[str]]:
+    """The "Listening on" and "CA certificate" lines, once both are out; else PveSimError."""
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        text = _read(out_path)
+        listening = _LISTENING.search(text)
+        ca = _CA.search(text)
+        if listening and ca:
+            return listening, ca
+        if process.poll() is not None:
+            raise PveSimError(f"pvesim exited with {process.returncode} before listening:\n"
+                              f"{_read(log_path)[-4000:]}")
+        time.sleep(0.02)
+    process.kill()
+    process.wait(timeout=5)
+    raise PveSimError(f"pvesim did not start within {startup_timeout}s:\n"
+                      f"{_read(log_path)[-4000:]}")
 
 
 def start_pvesim(
@@ -173,34 +209,10 @@ def start_pvesim(
     ]
     if snippets_dir is not None:
         argv += ["--snippets-dir", str(snippets_dir)]
-    env = dict(os.environ)
-    env[TOKEN_ENV] = token
-    # make the child import this very source tree, installed or not
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("PYTHONUNBUFFERED", "1")
     with open(out_path, "wb") as out, open(log_path, "ab") as err:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                   env=env, start_new_session=True)
-
-    deadline = time.monotonic() + startup_timeout
-    listening = ca = None
-    while time.monotonic() < deadline:
-        text = _read(out_path)
-        listening = _LISTENING.search(text)
-        ca = _CA.search(text)
-        if listening and ca:
-            break
-        if process.poll() is not None:
-            raise PveSimError(f"pvesim exited with {process.returncode} before listening:\n"
-                              f"{_read(log_path)[-4000:]}")
-        time.sleep(0.02)
-    else:
-        process.kill()
-        process.wait(timeout=5)
-        raise PveSimError(f"pvesim did not start within {startup_timeout}s:\n"
-                          f"{_read(log_path)[-4000:]}")
-
+                                   env=_child_env(token), start_new_session=True)
+    listening, ca = _wait_listening(process, out_path, log_path, startup_timeout)
     shown_host, port_text = listening.group(1), listening.group(2)
     bound = int(port_text)
     return PveSim(

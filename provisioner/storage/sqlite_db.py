@@ -8,6 +8,7 @@ read-modify-write is atomic against other processes too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -35,10 +36,8 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
     conn.execute("PRAGMA foreign_keys = ON")
     if str(path) != ":memory:":
-        try:
+        with contextlib.suppress(OSError):
             os.chmod(path, 0o600)
-        except OSError:
-            pass
     return conn
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from provisioner.backend import (
     VMRef,
@@ -23,13 +24,8 @@ from provisioner.backend import (
     ownership_problems,
     parse_marker,
 )
-from provisioner.errors import Locked, NotFound, OwnershipMismatch, Transient
-
-try:  # the API backend's "skip this id" error; older trees only have its base class
-    from provisioner.errors import VmidTaken
-except ImportError:  # pragma: no cover
-    from provisioner.errors import AlreadyExists as VmidTaken  # type: ignore[assignment]
-from provisioner.proxmox.api_backend import ProxmoxAPIBackend
+from provisioner.errors import Locked, NotFound, OwnershipMismatch, Transient, VmidTaken
+from provisioner.proxmox.backend import ProxmoxAPIBackend
 from provisioner.terraform.layout import archive, vm_dir, write_main
 from provisioner.terraform.render import (
     MAIN_FILE,
@@ -125,38 +121,46 @@ class TerraformBackend:
             in_state = VM_ADDRESS in state_addresses(directory)
             adopt = False
             if existing is not None:
-                if existing.lock == "clone" and parse_marker(existing.description) is None:
-                    # maybe our own clone from a crashed run, still copying: decide later
-                    raise Locked(0, f"VM {spec.vmid} is being cloned (lock: clone); retry later")
-                problems = ownership_problems(existing, pool=self.pool, tag=self.tag,
-                                              subscription_id=spec.subscription_id,
-                                              name=spec.name, smbios_uuid=None,
-                                              require_tags=False)
-                if problems:
-                    blog.warning("tf.create.vmid_taken", problems=problems)
-                    raise VmidTaken(0, f"VMID {spec.vmid} is taken by a VM that is not "
-                                           "ours (" + "; ".join(problems) + ")")
-                if existing.lock:
-                    raise Locked(0, f"VM {spec.vmid} is locked ({existing.lock})")
+                self._check_adoptable(existing, spec, blog)
                 adopt = not in_state
                 if adopt:
                     blog.info("tf.create.adopt", node=existing.node)
             doc = self.render(spec, adopt=adopt, template_node=self.template_node(spec))
             self.write(directory, doc)
-            try:
-                self._apply(directory)
-            except TerraformError as exc:
-                if existing is None and not in_state and "already exists" in str(exc).lower():
-                    # the id is held by a VM our token cannot see: never ours
-                    raise VmidTaken(0, f"VMID {spec.vmid} already exists and is not visible "
-                                       "to this token (not ours)") from None
-                raise
+            self._apply_create(directory, spec, unseen=existing is None and not in_state)
         vm = self.api.status(ref)
         if vm is None:
             raise Transient(0, f"terraform apply finished but VM {spec.vmid} is not visible")
         blog.info("tf.create.done", node=vm.node, smbios_uuid=vm.smbios_uuid)
         return VMRef(vmid=spec.vmid, node=vm.node, name=spec.name,
                      subscription_id=spec.subscription_id, smbios_uuid=vm.smbios_uuid)
+
+    def _check_adoptable(self, existing: VMStatus, spec: VMSpec,
+                         blog: FilteringBoundLogger) -> None:
+        """Raise unless the VM already at ``spec.vmid`` is ours to finish."""
+        if existing.lock == "clone" and parse_marker(existing.description) is None:
+            # maybe our own clone from a crashed run, still copying: decide later
+            raise Locked(0, f"VM {spec.vmid} is being cloned (lock: clone); retry later")
+        problems = ownership_problems(existing, pool=self.pool, tag=self.tag,
+                                      subscription_id=spec.subscription_id,
+                                      name=spec.name, smbios_uuid=None, require_tags=False)
+        if problems:
+            blog.warning("tf.create.vmid_taken", problems=problems)
+            raise VmidTaken(0, f"VMID {spec.vmid} is taken by a VM that is not "
+                               "ours (" + "; ".join(problems) + ")")
+        if existing.lock:
+            raise Locked(0, f"VM {spec.vmid} is locked ({existing.lock})")
+
+    def _apply_create(self, directory: Path, spec: VMSpec, *, unseen: bool) -> None:
+        """Apply; ``unseen``: neither visible nor in our state, so an "already exists" from
+        the provider means the id is held by a VM our token cannot see: never ours."""
+        try:
+            self._apply(directory)
+        except TerraformError as exc:
+            if unseen and "already exists" in str(exc).lower():
+                raise VmidTaken(0, f"VMID {spec.vmid} already exists and is not visible "
+                                   "to this token (not ours)") from None
+            raise
 
     def _set_power(self, ref: VMRef, started: bool, action: str) -> None:
         directory = self.directory(ref.name)
@@ -194,32 +198,39 @@ class TerraformBackend:
             vm = self.api.status(ref)
             addresses = state_addresses(directory)
             if vm is None:
-                # Gone, or not visible to our token - which may mean the VMID now belongs to
-                # someone else. Never let Terraform touch it: forget it, then clean up the
-                # rest of this directory's resources (the snippet).
-                if VM_ADDRESS in addresses:
-                    self.runner.state_rm(directory, VM_ADDRESS)
-                if len(addresses) > (VM_ADDRESS in addresses):
-                    self.runner.ensure_init(directory)
-                    self.runner.destroy(directory)
+                self._forget_absent(directory, addresses)
                 blog.info("tf.destroy.absent")
             else:
-                self.check_owned(vm, ref, "destroy")
-                if vm.lock:
-                    raise Locked(0, f"VM {vm.vmid} is locked ({vm.lock})")
-                if VM_ADDRESS in addresses:
-                    self.runner.ensure_init(directory)
-                    self.runner.destroy(directory)
-                else:
-                    # ours (all markers match) but unknown to this directory's state, e.g. a
-                    # crash before terraform wrote its state: the API backend destroys it
-                    # with the same checks.
-                    blog.info("tf.destroy.not_in_state_using_api")
-                    self.api.destroy(ref)
-                if self.api.status(ref) is not None:
-                    raise Transient(0, f"VM {ref.vmid} still exists after destroy")
+                self._destroy_ours(vm, ref, directory, addresses, blog)
             moved = archive(directory, ref.vmid) if directory.exists() else None
         blog.info("tf.destroy.done", archived=str(moved) if moved else None)
+
+    def _forget_absent(self, directory: Path, addresses: list[str]) -> None:
+        """The VM is gone, or not visible to our token - which may mean the VMID now belongs
+        to someone else. Never let Terraform touch it: forget it, then clean up the rest of
+        this directory's resources (the snippet)."""
+        if VM_ADDRESS in addresses:
+            self.runner.state_rm(directory, VM_ADDRESS)
+        if len(addresses) > (VM_ADDRESS in addresses):
+            self.runner.ensure_init(directory)
+            self.runner.destroy(directory)
+
+    def _destroy_ours(self, vm: VMStatus, ref: VMRef, directory: Path, addresses: list[str],
+                      blog: FilteringBoundLogger) -> None:
+        self.check_owned(vm, ref, "destroy")
+        if vm.lock:
+            raise Locked(0, f"VM {vm.vmid} is locked ({vm.lock})")
+        if VM_ADDRESS in addresses:
+            self.runner.ensure_init(directory)
+            self.runner.destroy(directory)
+        else:
+            # ours (all markers match) but unknown to this directory's state, e.g. a crash
+            # before terraform wrote its state: the API backend destroys it with the same
+            # checks.
+            blog.info("tf.destroy.not_in_state_using_api")
+            self.api.destroy(ref)
+        if self.api.status(ref) is not None:
+            raise Transient(0, f"VM {ref.vmid} still exists after destroy")
 
     def status(self, ref: VMRef) -> VMStatus | None:
         return self.api.status(ref)

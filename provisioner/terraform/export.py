@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import structlog
 
@@ -36,23 +37,25 @@ def disk_gb(value: str) -> int | None:
     return max(1, int(-(-gib // 1)))
 
 
-def live_sizes(config: dict[str, Any], disk_interface: str) -> dict[str, int]:
+class LiveSizes(TypedDict, total=False):
+    """The sizes a live VM config states (only the keys present)."""
+
+    cores: int
+    memory_mb: int
+    disk_gb: int
+
+
+def live_sizes(config: Mapping[str, object], disk_interface: str) -> LiveSizes:
     """cores / memory_mb / disk_gb found in a VM config (only the keys present)."""
-    out: dict[str, int] = {}
+    out: LiveSizes = {}
     if str(config.get("cores", "")).isdigit():
-        out["cores"] = int(config["cores"])
+        out["cores"] = int(str(config["cores"]))
     if str(config.get("memory", "")).isdigit():
-        out["memory_mb"] = int(config["memory"])
+        out["memory_mb"] = int(str(config["memory"]))
     size = disk_gb(str(config.get(disk_interface) or ""))
     if size is not None:
         out["disk_gb"] = size
     return out
-
-
-def _vm_config(backend: TerraformBackend, node: str, vmid: int) -> dict[str, Any]:
-    # ProxmoxAPIBackend has no public "get config" yet; this is a read-only GET through its
-    # transport (same token, TLS settings and error mapping).
-    return dict(backend.api._req("GET", f"nodes/{node}/qemu/{vmid}/config") or {})  # noqa: SLF001
 
 
 def export_vm(backend: TerraformBackend, spec: VMSpec, ref: VMRef, *,
@@ -65,7 +68,8 @@ def export_vm(backend: TerraformBackend, spec: VMSpec, ref: VMRef, *,
         raise NotFound(0, f"VM {ref.vmid} ({ref.name}) does not exist or is not visible to "
                           f"token {backend.api.token_id}")
     backend.check_owned(vm, ref, "export")
-    config = _vm_config(backend, vm.node, vm.vmid)
+    # a read-only GET through the API backend (same token, TLS settings and error mapping)
+    config = backend.api.get_object(f"nodes/{vm.node}/qemu/{vm.vmid}/config")
     spec = dataclasses.replace(spec, node=vm.node,
                                **live_sizes(config, backend.settings.disk_interface))
     try:

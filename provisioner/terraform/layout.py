@@ -17,8 +17,8 @@ import os
 import time
 from pathlib import Path
 
-from provisioner.storage.atomic_file import write_atomic
 from provisioner.backend import NAME_RE
+from provisioner.storage.atomic_file import write_atomic
 from provisioner.terraform.render import MAIN_FILE
 
 ARCHIVE = ".archive"

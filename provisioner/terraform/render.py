@@ -69,7 +69,8 @@ def escape_template(text: str) -> str:
     Such strings are emitted as ``${base64decode("...")}`` instead - exact, and the base64
     alphabet cannot carry any template syntax."""
     if _BARE_CR.search(text):
-        return Expr('${base64decode("%s")}' % base64.b64encode(text.encode("utf-8")).decode())
+        encoded = base64.b64encode(text.encode("utf-8")).decode()
+        return Expr(f'${{base64decode("{encoded}")}}')
     return text.replace("${", "$${").replace("%{", "%%{")
 
 
@@ -167,17 +168,8 @@ def import_id(node: str, vmid: int) -> str:
     return f"{node}/{vmid}"
 
 
-def render_vm(spec: VMSpec, settings: RenderSettings, *, started: bool = True,
-              template_node: str | None = None, adopt: bool = False) -> dict[str, Any]:
-    """The full, escaped Terraform JSON document for one VM (a pure function).
-
-    ``started`` is the desired power state (``stop`` renders False and applies).
-    ``template_node`` is where the template lives when it differs from ``spec.node``.
-    ``adopt`` adds an ``import`` block so an existing VM is adopted into the state instead of
-    cloned again (``clone`` is in ``ignore_changes``, so adoption never forces a re-create).
-    """
-    validate_spec(spec, settings)
-    tags = sorted({settings.tag, subscription_tag(spec.subscription_id), *spec.tags})
+def _clone_block(spec: VMSpec, settings: RenderSettings,
+                 template_node: str | None) -> dict[str, Any]:
     clone: dict[str, Any] = {"vm_id": spec.template_vmid, "full": spec.full_clone,
                              "retries": settings.clone_retries}
     if spec.storage and spec.full_clone:
@@ -186,9 +178,18 @@ def render_vm(spec: VMSpec, settings: RenderSettings, *, started: bool = True,
         if not NAME_RE.fullmatch(template_node):
             raise ValueError(f"template node is not a valid DNS name: {template_node!r}")
         clone["node_name"] = template_node
+    return clone
+
+
+def _disk_block(spec: VMSpec, settings: RenderSettings) -> dict[str, Any]:
     disk: dict[str, Any] = {"interface": settings.disk_interface, "size": spec.disk_gb}
     if spec.storage:
         disk["datastore_id"] = spec.storage
+    return disk
+
+
+def _initialization(spec: VMSpec, settings: RenderSettings) -> dict[str, Any]:
+    """The cloud-init drive: addresses, and the user-data snippet (else just the user)."""
     init: dict[str, Any] = {}
     init_store = settings.cloudinit_datastore or spec.storage
     if init_store:
@@ -196,20 +197,27 @@ def render_vm(spec: VMSpec, settings: RenderSettings, *, started: bool = True,
     ip_config = _ip_config(spec)
     if ip_config:
         init["ip_config"] = ip_config
-    resources: dict[str, Any] = {}
     if spec.user_data is not None:
-        resources[FILE_RESOURCE] = {USER_DATA_NAME: {
-            "content_type": "snippets",
-            "datastore_id": settings.snippets_datastore,
-            "node_name": spec.node,
-            "overwrite": True,
-            "source_raw": {"data": spec.user_data,
-                           "file_name": snippet_file_name(spec.name)},
-        }}
         init["user_data_file_id"] = Expr(f"${{{FILE_RESOURCE}.{USER_DATA_NAME}.id}}")
     else:
         init["user_account"] = {"username": spec.username}
-    vm: dict[str, Any] = {
+    return init
+
+
+def _snippet_resource(spec: VMSpec, settings: RenderSettings, user_data: str) -> dict[str, Any]:
+    return {USER_DATA_NAME: {
+        "content_type": "snippets",
+        "datastore_id": settings.snippets_datastore,
+        "node_name": spec.node,
+        "overwrite": True,
+        "source_raw": {"data": user_data, "file_name": snippet_file_name(spec.name)},
+    }}
+
+
+def _vm_resource(spec: VMSpec, settings: RenderSettings, *, started: bool,
+                 clone: dict[str, Any]) -> dict[str, Any]:
+    tags = sorted({settings.tag, subscription_tag(spec.subscription_id), *spec.tags})
+    return {
         "name": spec.name,
         "node_name": spec.node,
         "vm_id": spec.vmid,
@@ -229,15 +237,17 @@ def render_vm(spec: VMSpec, settings: RenderSettings, *, started: bool = True,
         "agent": {"enabled": False},
         "cpu": {"cores": spec.cores},
         "memory": {"dedicated": spec.memory_mb},
-        "disk": [disk],
+        "disk": [_disk_block(spec, settings)],
         "network_device": [{"bridge": spec.bridge, "model": "virtio"}],
-        "initialization": init,
+        "initialization": _initialization(spec, settings),
         # A template change must never re-create (= destroy) a subscriber's VM, and an
         # adopted VM has no clone block in its imported state.
         "lifecycle": {"ignore_changes": [Expr("clone")]},
     }
-    resources[VM_RESOURCE] = {VM_NAME: vm}
-    doc: dict[str, Any] = {
+
+
+def _document(settings: RenderSettings, resources: dict[str, Any]) -> dict[str, Any]:
+    return {
         "//": GENERATED_NOTE,
         "terraform": {
             "required_version": TERRAFORM_REQUIRED_VERSION,
@@ -248,10 +258,30 @@ def render_vm(spec: VMSpec, settings: RenderSettings, *, started: bool = True,
                                  "insecure": settings.insecure}},
         "resource": resources,
     }
+
+
+def render_vm(spec: VMSpec, settings: RenderSettings, *, started: bool = True,
+              template_node: str | None = None, adopt: bool = False) -> dict[str, Any]:
+    """The full, escaped Terraform JSON document for one VM (a pure function).
+
+    ``started`` is the desired power state (``stop`` renders False and applies).
+    ``template_node`` is where the template lives when it differs from ``spec.node``.
+    ``adopt`` adds an ``import`` block so an existing VM is adopted into the state instead of
+    cloned again (``clone`` is in ``ignore_changes``, so adoption never forces a re-create).
+    """
+    validate_spec(spec, settings)
+    clone = _clone_block(spec, settings, template_node)
+    resources: dict[str, Any] = {}
+    if spec.user_data is not None:
+        resources[FILE_RESOURCE] = _snippet_resource(spec, settings, spec.user_data)
+    resources[VM_RESOURCE] = {VM_NAME: _vm_resource(spec, settings, started=started,
+                                                    clone=clone)}
+    doc = _document(settings, resources)
     if adopt:
         doc["import"] = [{"to": Expr(VM_ADDRESS),
                           "id": import_id(spec.node, spec.vmid)}]
-    return escape_document(doc)
+    escaped: dict[str, Any] = escape_document(doc)
+    return escaped
 
 
 def render_vm_bytes(spec: VMSpec, settings: RenderSettings, **kwargs: Any) -> bytes:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from provisioner.errors import ProvisionerError, classify
 
@@ -102,6 +103,29 @@ class RunResult:
         return out
 
 
+def _json_object(line: str) -> dict[str, Any] | None:
+    try:
+        msg = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
+def _record(line: str, result: RunResult, blog: FilteringBoundLogger, *,
+            json_lines: bool) -> None:
+    """Keep and log one output line: a ``-json`` message, else plain text."""
+    msg = _json_object(line) if json_lines and line.startswith("{") else None
+    if msg is not None:
+        result.messages.append(msg)
+        emit = _LEVELS.get(str(msg.get("@level")), "info")
+        getattr(blog, emit)("terraform.output", type=msg.get("type"),
+                            message=msg.get("@message"))
+        return
+    result.text.append(line)
+    if line.strip():
+        blog.info("terraform.output", message=line)
+
+
 class TerraformRunner:
     """Runs terraform in per-VM directories with a controlled environment."""
 
@@ -163,20 +187,7 @@ class TerraformRunner:
             assert proc.stdout is not None
             for raw in proc.stdout:
                 line = self.scrub(raw.decode("utf-8", "replace").rstrip("\n"))
-                if json_lines and line.startswith("{"):
-                    try:
-                        msg = json.loads(line)
-                    except json.JSONDecodeError:
-                        msg = None
-                    if isinstance(msg, dict):
-                        result.messages.append(msg)
-                        emit = _LEVELS.get(str(msg.get("@level")), "info")
-                        getattr(blog, emit)("terraform.output", type=msg.get("type"),
-                                            message=msg.get("@message"))
-                        continue
-                result.text.append(line)
-                if line.strip():
-                    blog.info("terraform.output", message=line)
+                _record(line, result, blog, json_lines=json_lines)
             result.returncode = proc.wait()
         finally:
             timer.cancel()
@@ -192,7 +203,7 @@ class TerraformRunner:
         errors = result.errors() or [f"exit status {result.returncode}"]
         text = "; ".join(errors)[:600]
         lowered = text.lower()
-        retryable = ("state lock" in lowered or "lock" in lowered and "timeout" in lowered
+        retryable = ("state lock" in lowered or ("lock" in lowered and "timeout" in lowered)
                      or classify(0, text).retryable)
         message = f"terraform {what} failed in {workdir}: {text}"
         if hint:

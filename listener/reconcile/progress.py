@@ -1,0 +1,83 @@
+"""Our progress on each subscription, kept apart from its chain facts.
+
+One ``subscriptions`` row holds both, written by two parties: the journal writes the facts
+together with the events that carry them (:mod:`listener.chain.journal`), the reconciler writes
+its progress here. Reading them as two values keeps the writers apart: nothing in ``chain/``
+knows what we built, and a step changes progress as one frozen :class:`Progress` value, of which
+only the fields that changed are written (so a concurrent writer of another field, such as
+``dlq retry``, is never overwritten with a stale value).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, fields
+
+from listener.reconcile.decide import SubscriptionState
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What we have done for one subscription so far."""
+
+    state: SubscriptionState = SubscriptionState.PENDING
+    token_id: int | None = None
+    nft_expires_at: int | None = None
+    #: Why the NFT carries no connection details (never a secret).
+    credential_note: str | None = None
+    last_error: str | None = None
+    #: Consecutive failed steps; reset when the subscription converges.
+    attempts: int = 0
+    #: The inventory record whose address the NFT's sealed details name.
+    credentials_vm: int | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Progress:
+        return cls(state=SubscriptionState(row["state"]), token_id=row["token_id"],
+                   nft_expires_at=row["nft_expires_at"], credential_note=row["credential_note"],
+                   last_error=row["last_error"], attempts=int(row["attempts"]),
+                   credentials_vm=row["credentials_vm"])
+
+
+#: Column names, from the dataclass itself (so the SQL below names only these).
+_COLUMNS = tuple(f.name for f in fields(Progress))
+_SELECT = f"SELECT id, {', '.join(_COLUMNS)} FROM subscriptions"  # noqa: S608 - fixed names
+
+
+class ProgressStore:
+    """Progress columns of ``subscriptions`` and the ``steps`` journal, on one connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def of(self, subscription_id: int) -> Progress:
+        """The subscription's progress (a fresh one when it is not journaled yet)."""
+        row = self.conn.execute(f"{_SELECT} WHERE id = ?", (subscription_id,)).fetchone()
+        return Progress.from_row(row) if row else Progress()
+
+    def all(self) -> dict[int, Progress]:
+        return {int(row["id"]): Progress.from_row(row) for row in self.conn.execute(_SELECT)}
+
+    def save(self, subscription_id: int, before: Progress, after: Progress) -> Progress:
+        """Write the fields in which ``after`` differs from ``before``; returns ``after``."""
+        changed = {name: getattr(after, name) for name in _COLUMNS
+                   if getattr(after, name) != getattr(before, name)}
+        if changed:
+            assignments = ", ".join(f"{name} = ?" for name in changed)
+            self.conn.execute(
+                f"UPDATE subscriptions SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608 - names from _COLUMNS
+                (*changed.values(), int(time.time()), subscription_id))
+        return after
+
+    def journal_step(self, subscription_id: int, step: str, phase: str, detail: str = "") -> None:
+        """One line of the step journal: before ("started") and after ("done"/"failed")."""
+        self.conn.execute(
+            "INSERT INTO steps (subscription_id, step, phase, detail, at) VALUES (?, ?, ?, ?, ?)",
+            (subscription_id, step, phase, detail[:500], int(time.time())))
+
+    def steps(self, subscription_id: int) -> list[tuple[str, str, str]]:
+        rows = self.conn.execute(
+            "SELECT step, phase, detail FROM steps WHERE subscription_id = ? ORDER BY id",
+            (subscription_id,))
+        return [(r[0], r[1], r[2]) for r in rows]

@@ -1,0 +1,100 @@
+"""What the API token sees of one VM, and how it is looked up.
+
+``GET /cluster/resources?type=vm`` lists exactly the VMs the token may audit (with a
+pool-scoped token: the pool's members and the template), so a VM missing there is either gone
+or not ours; its node is taken from that listing, never from the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from provisioner.backend import VMStatus
+from provisioner.errors import NotFound
+from provisioner.proxmox.client import ClusterResource, PveClient
+from provisioner.proxmox.encoders import split_tags
+
+
+@dataclass
+class VMView:
+    """What one inspection saw: the /cluster/resources entry plus the config."""
+
+    vmid: int
+    node: str
+    entry: ClusterResource
+    config: dict[str, object] = field(default_factory=dict)
+
+    def text(self, key: str) -> str | None:
+        """A config value as text; None when unset or empty."""
+        value = self.config.get(key)
+        return str(value) if value else None
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name") or self.entry.get("name") or "")
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return split_tags(str(self.config.get("tags") or self.entry.get("tags") or ""))
+
+    @property
+    def pool(self) -> str | None:
+        return self.entry.get("pool") or None
+
+    @property
+    def lock(self) -> str | None:
+        return self.text("lock") or self.entry.get("lock") or None
+
+    @property
+    def description(self) -> str:
+        return str(self.config.get("description") or "")
+
+    @property
+    def smbios_uuid(self) -> str | None:
+        for part in str(self.config.get("smbios1") or "").split(","):
+            if part.startswith("uuid="):
+                return part[5:]
+        return None
+
+    @property
+    def digest(self) -> str | None:
+        return self.text("digest")
+
+    @property
+    def is_template(self) -> bool:
+        return bool(self.entry.get("template") or self.config.get("template"))
+
+    def to_status(self, power: str) -> VMStatus:
+        return VMStatus(vmid=self.vmid, node=self.node, name=self.name, power=power,
+                        lock=self.lock, tags=self.tags, pool=self.pool,
+                        description=self.description, smbios_uuid=self.smbios_uuid)
+
+
+def find_resource(client: PveClient, vmid: int) -> ClusterResource | None:
+    """The /cluster/resources entry of QEMU VM ``vmid``, None when the token cannot see it."""
+    for entry in client.resources("vm"):
+        if entry.get("type") == "qemu" and int(entry.get("vmid", -1)) == vmid:
+            return entry
+    return None
+
+
+def view_of(client: PveClient, entry: ClusterResource) -> VMView | None:
+    """The VM of a listed entry with its config; None when it vanished meanwhile."""
+    vmid, node = int(entry["vmid"]), str(entry["node"])
+    try:
+        config = client.get_object(f"nodes/{node}/qemu/{vmid}/config")
+    except NotFound:
+        return None
+    return VMView(vmid=vmid, node=node, entry=entry, config=config)
+
+
+def inspect_vm(client: PveClient, vmid: int) -> VMView | None:
+    """The VM as far as this token can see it, or None (absent or invisible)."""
+    entry = find_resource(client, vmid)
+    return None if entry is None else view_of(client, entry)
+
+
+def power_of(client: PveClient, vm: VMView) -> str:
+    """``running`` / ``stopped`` (``unknown`` when PVE does not say)."""
+    data = client.get_object(f"nodes/{vm.node}/qemu/{vm.vmid}/status/current")
+    return str(data.get("status") or "unknown")

@@ -1,0 +1,1 @@
+"""The simulated cluster's core: its state document, persistence, permissions, tasks, faults."""
