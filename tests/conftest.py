@@ -1,16 +1,24 @@
-"""Shared fixtures: real anvil chains and real PVE simulator processes on loopback."""
+"""Shared fixtures: real anvil chains and real PVE simulator processes on loopback.
+
+Anvil: ``anvil`` (one chain per test), ``module_anvil`` (one per module), ``w3`` (web3 on
+``anvil``) and ``chain`` (``module_anvil`` carrying the module's ``PER_BLOCK`` emitter logs).
+Simulator: ``pvesim`` (one root-token simulator per test) and ``module_sims`` (starts the
+simulators a module shares, each test resetting the one it uses).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from web3 import Web3
 
 from listener.devkit.devchain import Anvil, start_anvil
-
-SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
+from listener.devkit.fault_proxy import emit_logs, install_log_emitter
+from provisioner.pvesim.launcher import PveSim
+from tests.support.pve import StartSim, start_sim
 
 
 @pytest.fixture
@@ -38,14 +46,39 @@ def w3(anvil: Anvil) -> Web3:
     return Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 30}))
 
 
-@pytest.fixture
-def pvesim(tmp_path: Path) -> Iterator[object]:
-    """A PVE API simulator process over HTTPS (two nodes, template 9001, fast clones)."""
-    from provisioner.pvesim.launcher import start_pvesim
+@pytest.fixture(scope="module")
+def chain(module_anvil: Anvil, request: pytest.FixtureRequest) -> Anvil:
+    """``module_anvil`` with the log emitter installed and, block after block, as many logs as
+    the test module's ``PER_BLOCK`` list says (each module picks the shape it needs)."""
+    install_log_emitter(module_anvil.url)
+    emit_logs(module_anvil.url, request.module.PER_BLOCK)
+    return module_anvil
 
-    sim = start_pvesim(tmp_path / "pvesim", nodes=("pve1", "pve2"), template_vmid=9001,
-                       clone_seconds=0.2)
+
+@pytest.fixture
+def pvesim(tmp_path: Path) -> Iterator[PveSim]:
+    """A PVE API simulator process over HTTPS (root token, two nodes, template 9001, fast
+    clones)."""
+    sim = start_sim(tmp_path / "pvesim", pool_scoped=False, nodes=("pve1", "pve2"),
+                    template_vmid=9001, clone_seconds=0.2)
     try:
         yield sim
     finally:
         sim.stop()
+
+
+@pytest.fixture(scope="module")
+def module_sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartSim]:
+    """Starts simulators shared by one module's tests (``start_sim``'s options, each in its
+    own directory); all of them stop when the module ends."""
+    started: list[PveSim] = []
+
+    def start(**options: Any) -> PveSim:
+        started.append(start_sim(tmp_path_factory.mktemp("sim"), **options))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for sim in started:
+            sim.stop()

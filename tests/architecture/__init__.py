@@ -1,0 +1,1 @@
+"""Checks over the whole tree: import layering, PROJECT.yaml, suppressions."""

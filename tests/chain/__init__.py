@@ -1,0 +1,1 @@
+"""listener.chain: RPC, heads, log ranges, prefetch, journal, replay, reorgs."""

@@ -1,0 +1,1 @@
+"""listener.cli, run as real commands."""

@@ -1,0 +1,1 @@
+"""The Solidity contracts, their artifacts and their deployment."""

@@ -1,0 +1,1 @@
+"""listener.crypto, against independent implementations."""

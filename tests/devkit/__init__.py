@@ -1,0 +1,1 @@
+"""listener.devkit: the development tooling."""

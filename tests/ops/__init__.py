@@ -1,0 +1,1 @@
+"""listener.ops: the operator actions."""

@@ -1,0 +1,1 @@
+"""provisioner: the VM side."""

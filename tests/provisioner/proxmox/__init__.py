@@ -1,0 +1,1 @@
+"""provisioner.proxmox against the PVE simulator."""

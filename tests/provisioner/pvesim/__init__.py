@@ -1,0 +1,1 @@
+"""provisioner.pvesim: the PVE API simulator itself."""

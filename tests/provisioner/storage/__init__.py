@@ -1,0 +1,1 @@
+"""provisioner.storage: SQLite helpers."""

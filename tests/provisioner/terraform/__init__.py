@@ -1,0 +1,1 @@
+"""provisioner.terraform: rendering, runner and backend."""

@@ -1,0 +1,1 @@
+"""listener.reconcile: decisions and the reconciler."""

@@ -1,0 +1,1 @@
+"""listener.runtime and listener.config: what the daemon loads and serves."""

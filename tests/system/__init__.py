@@ -1,0 +1,1 @@
+"""The whole system: real daemon, chain and simulator, and the systemd units."""

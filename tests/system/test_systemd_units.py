@@ -1,0 +1,45 @@
+"""The unit files run commands our CLI really accepts, with the hardening we document."""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+from pathlib import Path
+
+import pytest
+
+from listener.cli.parser import build_parser
+from tests.support.paths import REPO_ROOT
+
+UNITS = REPO_ROOT / "systemd"
+
+
+def read_unit(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read_string(path.read_text())
+    return parser
+
+
+@pytest.mark.parametrize("name", ["blockhost-listener.service", "blockhost-gc.service"])
+def test_exec_start_is_a_valid_blockhost_command(name: str) -> None:
+    unit = read_unit(UNITS / name)
+    argv = shlex.split(unit["Service"]["ExecStart"])
+    assert argv[0].endswith("/bin/blockhost")
+    build_parser().parse_args(argv[1:])  # exits 2 (fails the test) on an unknown command
+    service = unit["Service"]
+    assert service["User"] == "blockhost" and service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict" and service["UMask"] == "0077"
+    assert "BLOCKHOST_CONFIG" in service["Environment"]
+
+
+def test_listener_is_a_notify_service_with_a_watchdog() -> None:
+    service = read_unit(UNITS / "blockhost-listener.service")["Service"]
+    assert service["Type"] == "notify" and int(service["WatchdogSec"]) >= 30
+    assert service["Restart"] == "on-failure"
+
+
+def test_gc_timer_triggers_the_gc_service() -> None:
+    timer = read_unit(UNITS / "blockhost-gc.timer")
+    assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == "timers.target"
+    assert (UNITS / "blockhost-gc.service").exists()

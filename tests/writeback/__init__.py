@@ -1,0 +1,1 @@
+"""listener.writeback: the transaction manager."""
