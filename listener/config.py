@@ -59,6 +59,9 @@ class ChainConfig(_Section):
     confirmations: int | Literal["finalized", "safe"] = 12
     poll_interval: float = Field(default=2.0, gt=0)
     max_block_range: int = Field(default=2000, ge=1, le=1_000_000)
+    #: While the applied cursor is more than this many blocks behind the confirmed head, the
+    #: daemon is catching up: nothing is created or minted from old facts.
+    catch_up_blocks: int = Field(default=16, ge=0)
 
     _split_urls = field_validator("rpc_urls", mode="before")(lambda v: _split_csv(v))
 

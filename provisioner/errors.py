@@ -16,14 +16,14 @@ Locked               ``VM is locked (clone)``, ``can't lock file ... got timeout
 AlreadyExists        ``unable to create VM N: config file already exists``,         yes
                      ``VM N already exists``; subclass VmidTaken: the id is held by  (VmidTaken:
                      a VM that is not provably ours (allocate another id)           no)
-NotFound             ``Configuration file 'nodes/x/qemu-server/N.conf' does not     no
+NotFound             ``Configuration file 'nodes/x/qemu-server/N.conf' does not     yes
                      exist``, ``unable to find configuration file for VM N``
 PermissionDenied     HTTP 401 / 403, ``Permission check failed (/vms/N, ...)``      yes
 Transient            other 5xx (not 501), 595/596 (AnyEvent), 408/429, connection  no
                      errors, timeouts, a task still running at the deadline
 TaskFailed           a UPID task ended with an error not matched above              no*
 OwnershipMismatch    a VM's markers do not match ours: refused, never "fixed"      yes
-PveError             anything else (e.g. 400 parameter verification)               no
+PveError             anything else (e.g. 400 parameter verification)               yes
 ===================  ===========================================================  ==========
 
 (*) a failed task left PVE in a clean state (e.g. a failed clone removed its VM), so the
@@ -53,6 +53,8 @@ class PveError(ProvisionerError):
 
     #: True when the very same call may succeed if simply repeated (a lock, a busy node).
     retryable: ClassVar[bool] = False
+    #: A PVE error nobody recognised (e.g. 400 parameter verification) is the request's fault.
+    permanent: ClassVar[bool] = True
 
     def __init__(self, status: int, message: str, *, errors: dict[str, str] | None = None,
                  upid: str | None = None) -> None:
@@ -70,6 +72,7 @@ class Locked(PveError):
     """The VM (or its config file) is locked: ``VM is locked (clone)``, lock timeouts."""
 
     retryable = True
+    permanent = False
 
 
 class AlreadyExists(PveError):
@@ -92,6 +95,8 @@ class NotFound(PveError):
 class TaskFailed(PveError):
     """A UPID task ended with an error exit status."""
 
+    permanent = False
+
 
 class PermissionDenied(PveError):
     """401 (bad or missing API token) or 403 (privilege check failed)."""
@@ -104,6 +109,7 @@ class Transient(PveError):
     a task that did not finish in time."""
 
     retryable = True
+    permanent = False
 
 
 class OwnershipMismatch(PveError):

@@ -28,6 +28,8 @@ MIB = 1024**2
 class PlacementError(ProvisionerError):
     """No node can take this VM, and waiting will not change that (check proxmox.nodes)."""
 
+    permanent = True
+
 
 @dataclass(frozen=True)
 class NodeInfo:

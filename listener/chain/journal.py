@@ -413,6 +413,14 @@ class Store:
     def event_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
+    def purchase_times(self) -> dict[int, int]:
+        """Subscription id -> block time of its applied ``SubscriptionCreated``."""
+        rows = self.conn.execute(
+            "SELECT subscription_id, MIN(block_time) FROM events WHERE name = ?"
+            " AND applied = 1 AND rejected IS NULL AND block_time IS NOT NULL"
+            " GROUP BY subscription_id", ("SubscriptionCreated",))
+        return {int(r[0]): int(r[1]) for r in rows if r[0] is not None}
+
     # -- subscriptions -------------------------------------------------------------------
 
     def subscriptions(self) -> list[Subscription]:

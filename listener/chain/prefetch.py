@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from listener.chain.ranges import RangeController
-from listener.chain.rpc import LogBatch, RpcClient
+from listener.chain.rpc import LogBatch
+from listener.chain.source import ChainSource
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +47,7 @@ class _Pending:
 class LogPrefetcher:
     """At most one ``eth_getLogs`` range fetched ahead on a worker thread."""
 
-    def __init__(self, rpc: RpcClient, *, address: str | list[str],
+    def __init__(self, rpc: ChainSource, *, address: str | list[str],
                  controller: RangeController) -> None:
         self.rpc = rpc
         self.address = address
@@ -56,7 +57,7 @@ class LogPrefetcher:
         self._pending: _Pending | None = None
 
     @classmethod
-    def for_listener(cls, rpc: RpcClient, *, address: str | list[str],
+    def for_listener(cls, rpc: ChainSource, *, address: str | list[str],
                      max_block_range: int) -> LogPrefetcher:
         """With the listener's range controller, sized for two replies in flight."""
         return cls(rpc, address=address,

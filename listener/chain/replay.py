@@ -18,8 +18,8 @@ import structlog
 from listener.chain.events import DecodedLog, decode_log
 from listener.chain.journal import Store
 from listener.chain.prefetch import LogPrefetcher
-from listener.chain.rpc import RpcClient
 from listener.chain.scanner import block_times_for
+from listener.chain.source import ChainSource
 from listener.config import ChainConfig
 from listener.errors import UserError
 
@@ -70,7 +70,7 @@ def _classify(store: Store, entry: DecodedLog) -> str:
     return "conflict" if hashes else "missing"
 
 
-def replay(rpc: RpcClient, store: Store, chain: ChainConfig, from_block: int, to_block: int,
+def replay(rpc: ChainSource, store: Store, chain: ChainConfig, from_block: int, to_block: int,
            *, dry_run: bool, on_progress: Callable[[int, int], None] = lambda _b, _e: None,
            ) -> ReplayReport:
     """Re-fetch ``from_block..to_block`` in adaptive chunks (at most ``max_block_range``)
@@ -90,7 +90,7 @@ def replay(rpc: RpcClient, store: Store, chain: ChainConfig, from_block: int, to
     return report
 
 
-def _replay_range(rpc: RpcClient, store: Store, chain: ChainConfig, prefetch: LogPrefetcher,
+def _replay_range(rpc: ChainSource, store: Store, chain: ChainConfig, prefetch: LogPrefetcher,
                   report: ReplayReport, start: int, to_block: int, *, dry_run: bool,
                   on_progress: Callable[[int, int], None]) -> int:
     """Fetch one served range from ``start``, fill its gaps; return the next start block."""

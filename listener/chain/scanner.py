@@ -29,7 +29,8 @@ from listener.chain.events import DecodedLog, decode_log
 from listener.chain.journal import Store
 from listener.chain.prefetch import LogPrefetcher
 from listener.chain.ranges import RangeController
-from listener.chain.rpc import RpcClient, TransientRpcError
+from listener.chain.rpc import TransientRpcError
+from listener.chain.source import ChainSource
 from listener.config import ChainConfig
 
 log = structlog.get_logger(__name__)
@@ -52,7 +53,7 @@ class ScanResult:
     caught_up: bool = True
 
 
-def confirmed_head(rpc: RpcClient, confirmations: int | str, head: int) -> int:
+def confirmed_head(rpc: ChainSource, confirmations: int | str, head: int) -> int:
     """Newest block we treat as confirmed: ``head - depth`` or the node's finalized/safe tag."""
     if isinstance(confirmations, str):
         return min(head, _num(rpc.get_block(confirmations)["number"]))
@@ -80,7 +81,7 @@ def find_common_ancestor(window: list[tuple[int, str]],
     return None
 
 
-def _check_reorg(rpc: RpcClient, store: Store, cursor: int, cursor_hash: str,
+def _check_reorg(rpc: ChainSource, store: Store, cursor: int, cursor_hash: str,
                  cursor_block: dict[str, Any]) -> ScanResult | None:
     """None if the cursor block (just read) is still canonical; otherwise handle the reorg."""
     if _hash(cursor_block) == cursor_hash:
@@ -112,7 +113,7 @@ def _check_reorg(rpc: RpcClient, store: Store, cursor: int, cursor_hash: str,
     return ScanResult(Outcome.REORGED, from_block=ancestor + 1, to_block=cursor)
 
 
-def _promote(rpc: RpcClient, store: Store, up_to: int) -> int:
+def _promote(rpc: ChainSource, store: Store, up_to: int) -> int:
     """Apply journaled events up to ``up_to`` after re-checking their blocks are canonical."""
     for number, stored in sorted(store.unapplied_blocks(up_to).items()):
         if _hash(rpc.get_block(number)) != stored:
@@ -123,7 +124,7 @@ def _promote(rpc: RpcClient, store: Store, up_to: int) -> int:
     return store.promote(up_to, block_hash=_hash(block), timestamp=_num(block["timestamp"]))
 
 
-def block_times_for(rpc: RpcClient, decoded: list[DecodedLog], known: dict[int, int]) -> dict[int, int]:
+def block_times_for(rpc: ChainSource, decoded: list[DecodedLog], known: dict[int, int]) -> dict[int, int]:
     """Timestamps of blocks holding cancellations (grace counts from the cancellation)."""
     times = dict(known)
     for entry in decoded:
@@ -132,7 +133,7 @@ def block_times_for(rpc: RpcClient, decoded: list[DecodedLog], known: dict[int, 
     return times
 
 
-def scan_once(rpc: RpcClient, store: Store, chain: ChainConfig,
+def scan_once(rpc: ChainSource, store: Store, chain: ChainConfig,
               controller: RangeController | None = None, *,
               prefetch: LogPrefetcher | None = None) -> ScanResult:
     """Check for a reorg, promote what became confirmed, then journal the next range.
@@ -199,7 +200,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _journal_next_range(rpc: RpcClient, store: Store, chain: ChainConfig,
+def _journal_next_range(rpc: ChainSource, store: Store, chain: ChainConfig,
                         controller: RangeController | None, prefetch: LogPrefetcher | None,
                         *, from_block: int, head: int, confirmed: int,
                         promoted: int) -> ScanResult:

@@ -6,7 +6,7 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    # devkit is development tooling: loaded only when the demo runs (tests/test_layering.py)
+    # devkit is development tooling: loaded only when the demo runs (tests/architecture/test_layering.py)
     from listener.devkit.demo import run_demo
 
     return run_demo(args.workdir)

@@ -1,6 +1,6 @@
 """The ``blockhost`` argument parser: one function per command group, in the order of the help.
 
-PROJECT.yaml lists every command and flag; tests/test_project_yaml.py compares the two.
+PROJECT.yaml lists every command and flag; tests/architecture/test_project_yaml.py compares the two.
 """
 
 from __future__ import annotations

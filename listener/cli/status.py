@@ -50,6 +50,9 @@ def _subscription_line(sub: dict[str, Any]) -> str:
     nft = sub["nft"]
     nft_text = f"token {nft['token_id']} ({nft['state']})" if nft else "no NFT"
     line = f"#{sub['id']:<5} {sub['state']:<12} {vm_text}; {nft_text}"
+    if sub.get("never_served"):
+        line += (f"; never served: ended before a VM was built, "
+                 f"{sub['paid_unserved_seconds']} s paid (refund?)")
     if sub["last_error"]:
         line += f"; last error: {sub['last_error']}"
     return line

@@ -9,7 +9,8 @@ from listener.chain.journal import ChainState, Store, Subscription
 from listener.config import Config
 from listener.ops.database import open_database
 from listener.reconcile.dead_letters import DeadLetters
-from listener.reconcile.observe import subscription_state
+from listener.reconcile.decide import paid_unserved_seconds
+from listener.reconcile.observe import facts_of, subscription_state
 from listener.reconcile.progress import Progress, ProgressStore
 from listener.writeback.tx_store import TxStore
 from provisioner.inventory import Inventory
@@ -25,13 +26,19 @@ def snapshot(config: Config, store: Store, inventory: Inventory) -> dict[str, An
     """The status document (SPEC §8); never includes secrets or ciphertexts."""
     chain = store.chain_state()
     txs = TxStore(store.conn)
-    progress_of = ProgressStore(store.conn).all()
+    progress = ProgressStore(store.conn)
+    progress_of, served = progress.all(), progress.served()
+    bought = store.purchase_times()
     return {
         "chain": _chain_doc(chain, store),
         "events": store.event_count(),
         "subscriptions": [
-            _subscription_doc(sub, progress_of.get(sub.id, Progress()), inventory, txs,
-                              chain_time=chain.chain_time, grace_seconds=config.grace_seconds)
+            {**_subscription_doc(sub, progress_of.get(sub.id, Progress()), inventory, txs,
+                                 chain_time=chain.chain_time,
+                                 grace_seconds=config.grace_seconds),
+             **_service_doc(sub, progress_of.get(sub.id, Progress()), bought.get(sub.id),
+                            chain_time=chain.chain_time, grace_seconds=config.grace_seconds,
+                            served=sub.id in served)}
             for sub in store.subscriptions()],
         "dead_letters": DeadLetters(store.conn).open_count(),
         "pending_transactions": txs.pending_count(),
@@ -74,6 +81,16 @@ def _subscription_doc(sub: Subscription, progress: Progress, inventory: Inventor
         "nft": _nft_doc(txs, sub.id, progress),
         "last_error": progress.last_error,
     }
+
+
+def _service_doc(sub: Subscription, progress: Progress, purchased_at: int | None, *,
+                 chain_time: int | None, grace_seconds: int, served: bool) -> dict[str, Any]:
+    """Whether the subscriber ever got a VM; if the subscription ended before it could be
+    served (e.g. it expired while no listener ran), what it paid for, for a refund."""
+    unserved = None if chain_time is None else paid_unserved_seconds(
+        facts_of(sub), purchased_at, chain_time, grace_seconds,
+        served=served or progress.token_id is not None)
+    return {"never_served": unserved is not None, "paid_unserved_seconds": unserved}
 
 
 def _vm_doc(inventory: Inventory, subscription_id: int) -> dict[str, Any] | None:

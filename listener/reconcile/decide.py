@@ -29,6 +29,56 @@ class Action(enum.Enum):
     UPDATE_CREDENTIALS = "update_credentials"  # NFT updateUserEncrypted for a rebuilt VM
 
 
+class Scope(enum.Enum):
+    """Which steps may be taken now, whatever the facts ask for."""
+
+    #: the normal case: every step
+    ALL = "all"
+    #: catching up with the chain: effects come from the present, so nothing is created,
+    #: minted or written to the NFT from old facts; what exists may still stop or be destroyed
+    CATCHING_UP = "catching_up"
+    #: dead-lettered: only stopping and destroying (through the usual ownership checks), so an
+    #: open dead letter never keeps an expired tenant running
+    TEARDOWN_ONLY = "teardown_only"
+
+
+#: Steps that create service or write to the chain: withheld while catching up.
+NEW_SERVICE = frozenset({Action.ALLOCATE, Action.MINT, Action.CREATE_VM,
+                         Action.UPDATE_EXPIRY, Action.UPDATE_CREDENTIALS})
+#: Steps that take service away: the only ones a dead letter allows.
+TEARDOWN = frozenset({Action.STOP, Action.DESTROY})
+
+
+def paid_unserved_seconds(facts: Facts, purchased_at: int | None, chain_time: int,
+                          grace_seconds: int, *, served: bool) -> int | None:
+    """For a subscription that was over (expired or cancelled) before it was ever served: the
+    seconds it paid for, so an operator can refund. None while it can still be served, once it
+    was served, or when the purchase time is unknown."""
+    if served or purchased_at is None:
+        return None
+    if desired_state(facts, chain_time, grace_seconds) is Desired.RUNNING:
+        return None
+    return max(0, facts.expires_at - purchased_at)
+
+
+def chain_scope(confirmed_head: int | None, applied_block: int | None,
+                catch_up_blocks: int) -> Scope:
+    """ALL once the applied cursor is within ``catch_up_blocks`` of the confirmed head,
+    CATCHING_UP before (effects come from the present, not from replayed history)."""
+    if confirmed_head is None or applied_block is None:
+        return Scope.CATCHING_UP
+    return Scope.CATCHING_UP if confirmed_head - applied_block > catch_up_blocks else Scope.ALL
+
+
+def permitted(action: Action, scope: Scope) -> bool:
+    """May ``action`` be taken in ``scope``?"""
+    if scope is Scope.TEARDOWN_ONLY:
+        return action in TEARDOWN
+    if scope is Scope.CATCHING_UP:
+        return action not in NEW_SERVICE
+    return True
+
+
 @dataclass(frozen=True)
 class Facts:
     """What the chain says about a subscription."""
@@ -48,7 +98,9 @@ class Observed:
     nft_expires_at: int | None = None
     #: the NFT's encrypted connection details describe a VM that no longer exists
     credentials_stale: bool = False
-    #: Proxmox's view: None = not looked, "missing", "running", "stopped"
+    #: Proxmox's view: None = not looked, "missing" (no VM at our VMID), "foreign" (a VM at
+    #: our VMID whose ownership markers are not ours: never touched, never cloned over),
+    #: "running", "stopped"
     actual: str | None = None
 
 
@@ -69,12 +121,23 @@ def desired_state(facts: Facts, chain_time: int, grace_seconds: int) -> Desired:
     return Desired.DESTROYED
 
 
-def next_action(facts: Facts, chain_time: int, grace_seconds: int, observed: Observed) -> Action | None:
-    """The one step that moves observed state toward the desired state, or None if converged.
+def next_action(facts: Facts, chain_time: int, grace_seconds: int, observed: Observed,
+                scope: Scope = Scope.ALL) -> Action | None:
+    """The one step that moves observed state toward the desired state, or None if converged
+    (or if that step is not permitted in ``scope``).
 
     Service first (the VM), then the NFT's bookkeeping. A VM deleted or stopped behind our
     back is rebuilt or restarted while the subscription is paid; a VM missing during grace
-    is left alone until grace ends, when DESTROY releases its ids."""
+    is left alone until grace ends, when DESTROY releases its ids. A VM whose markers are no
+    longer ours is never touched and never cloned over (the reconciler dead-letters it)."""
+    if observed.actual == "foreign":
+        return None
+    action = _wanted_action(facts, chain_time, grace_seconds, observed)
+    return action if action is not None and permitted(action, scope) else None
+
+
+def _wanted_action(facts: Facts, chain_time: int, grace_seconds: int,
+                   observed: Observed) -> Action | None:
     desired = desired_state(facts, chain_time, grace_seconds)
     vm = observed.vm_state
     actual = observed.actual

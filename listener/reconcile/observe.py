@@ -50,15 +50,17 @@ def observe(sub: Subscription, progress: Progress, inventory: Inventory,
 
 
 def actual_state(backend: VMBackend, record: VMRecord) -> str:
-    """Proxmox's view of our VM: its power state, or "missing" when it is gone or the VM at
-    that VMID is no longer provably the instance we built (then it is never touched)."""
+    """Proxmox's view of our VM: its power state; "missing" when no VM is at its VMID or the
+    one there is another instance of ours (a rebuild not yet recorded: the backend adopts or
+    refuses it); "foreign" when the VM there no longer carries our marker (edited behind our
+    back): it is never touched, and never cloned over on the same addresses."""
     status = backend.status(ref_of(record))
     if status is None:
         return "missing"
     marker = parse_marker(status.description)
     if marker is None or marker.subscription_id != record.subscription_id \
             or marker.name != record.name:
-        return "missing"
+        return "foreign"
     if record.smbios_uuid and status.smbios_uuid and status.smbios_uuid != record.smbios_uuid:
         return "missing"
     return status.power

@@ -70,11 +70,29 @@ class ProgressStore:
                 (*changed.values(), int(time.time()), subscription_id))
         return after
 
-    def journal_step(self, subscription_id: int, step: str, phase: str, detail: str = "") -> None:
-        """One line of the step journal: before ("started") and after ("done"/"failed")."""
+    def journal_step(self, subscription_id: int, step: str, phase: str, detail: str = "", *,
+                     unless_repeated: bool = False) -> None:
+        """One line of the step journal: before ("started") and after ("done"/"failed").
+
+        ``unless_repeated`` skips the line when it would repeat the subscription's last one
+        (a wait on the signer or a pending transaction writes one row, not one per loop)."""
+        detail = detail[:500]
+        if unless_repeated:
+            last = self.conn.execute(
+                "SELECT step, phase, detail FROM steps WHERE subscription_id = ?"
+                " ORDER BY id DESC LIMIT 1", (subscription_id,)).fetchone()
+            if last is not None and tuple(last) == (step, phase, detail):
+                return
         self.conn.execute(
             "INSERT INTO steps (subscription_id, step, phase, detail, at) VALUES (?, ?, ?, ?, ?)",
-            (subscription_id, step, phase, detail[:500], int(time.time())))
+            (subscription_id, step, phase, detail, int(time.time())))
+
+    def served(self) -> set[int]:
+        """Subscriptions that ever had a VM built (a ``create_vm`` step that finished)."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT subscription_id FROM steps WHERE step = 'create_vm'"
+            " AND phase = 'done'")
+        return {int(r[0]) for r in rows}
 
     def steps(self, subscription_id: int) -> list[tuple[str, str, str]]:
         rows = self.conn.execute(

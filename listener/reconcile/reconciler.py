@@ -23,8 +23,9 @@ from listener.crypto.errors import CryptoError
 from listener.crypto.user_secret import decrypt_user_encrypted
 from listener.errors import UserError
 from listener.reconcile.dead_letters import DeadLetters
-from listener.reconcile.decide import Action, SubscriptionState, next_action
-from listener.reconcile.failures import Failure, classify
+from listener.reconcile.decide import Action, Scope, SubscriptionState, next_action, permitted
+from listener.reconcile.failures import Failure, classify, is_classified
+from listener.reconcile.minter import Minter
 from listener.reconcile.observe import (
     facts_of,
     observe,
@@ -39,16 +40,13 @@ from listener.reconcile.vm_spec import vm_spec
 from listener.writeback.nft import NftMinter
 from listener.writeback.txmanager import TxPending
 from provisioner.backend import VMBackend
-from provisioner.errors import VmidTaken
+from provisioner.errors import OwnershipMismatch, VmidTaken
 from provisioner.inventory import Inventory, Pools, VMRecord
 from provisioner.network_hooks import run_hooks
 from provisioner.placement import PlacementLimiter
 
 log = structlog.get_logger(__name__)
 
-#: After this many consecutive failures a subscription goes to the dead-letter list (retried
-#: only by an operator).
-DEAD_LETTER_AFTER_ATTEMPTS = 10
 MAX_STEPS_PER_PASS = 8
 
 
@@ -82,8 +80,10 @@ class Reconciler:
                                  rpc_url_for_vm=services.rpc_url_for_vm, limiter=limiter)
         self.progress = ProgressStore(services.store.conn)
 
-    def reconcile(self, subscription_id: int, chain_time: int) -> str | None:
-        """Take steps until converged or a step fails; return the last action taken."""
+    def reconcile(self, subscription_id: int, chain_time: int,
+                  scope: Scope = Scope.ALL) -> str | None:
+        """Take steps until converged (or the next step is not permitted in ``scope``) or a
+        step fails; return the last action taken."""
         last: str | None = None
         for _ in range(MAX_STEPS_PER_PASS):
             sub = self.s.store.subscription(subscription_id)
@@ -94,11 +94,19 @@ class Reconciler:
             record: VMRecord | None = None
             try:
                 observed, record = observe(sub, progress, self.s.inventory, self.s.backend)
-                action = next_action(facts_of(sub), chain_time, self.s.config.grace_seconds,
+                if observed.actual == "foreign" and record is not None:
+                    raise OwnershipMismatch(0, f"the VM at vmid {record.vmid} no longer carries "
+                                               "our ownership marker (edited behind our back?); "
+                                               "it is left alone and nothing is cloned over it: "
+                                               "check it, then `blockhost dlq retry`")
+                wanted = next_action(facts_of(sub), chain_time, self.s.config.grace_seconds,
                                      observed)
-                if action is None:
+                if wanted is None:
                     self._settle(sub, progress, chain_time)
                     return last
+                if not permitted(wanted, scope):
+                    return last  # withheld (catching up, or dead-lettered): not converged
+                action = wanted
                 self.progress.journal_step(sub.id, action.value, "started")
                 started = time.monotonic()
                 try:
@@ -126,15 +134,17 @@ class Reconciler:
                 # A chain write is on its way (or the signer needs funds: health is red).
                 # Not a failure of this subscription: no attempt is counted.
                 name = action.value if action is not None else "observe"
-                self.progress.journal_step(sub.id, name, "failed", f"waiting: {exc}"[:500])
+                # One row per change of what we wait for, not one per loop.
+                self.progress.journal_step(sub.id, name, "failed", f"waiting: {exc}"[:500],
+                                           unless_repeated=True)
                 log.info("reconcile.waiting_for_chain", subscription=sub.id, action=name,
                          detail=str(exc)[:200])
                 return name
             except Exception as exc:
-                failure = classify(exc)
-                if failure is None:
-                    raise  # unclassified: a bug, logged by the caller with its traceback
-                return self._failed(sub, progress, action, exc, failure)
+                if not is_classified(exc):
+                    log.exception("reconcile.unclassified_error", subscription=sub.id,
+                                  action=action.value if action else None)
+                return self._failed(sub, progress, action, exc, classify(exc))
             self.progress.journal_step(sub.id, action.value, "done")
             log.info("reconcile.step_done", subscription=sub.id, action=action.value)
             last = action.value
@@ -152,8 +162,6 @@ class Reconciler:
         try:
             self._apply(action, sub, progress, record)
         except Exception as exc:
-            if classify(exc) is None:
-                raise
             reason = f"{action.value}: {exc}"[:500]
             self.progress.journal_step(sub.id, action.value, "failed", reason)
             self.progress.save(sub.id, progress, replace(progress, last_error=reason))
@@ -162,20 +170,22 @@ class Reconciler:
 
     def _failed(self, sub: Subscription, progress: Progress, action: Action | None,
                 exc: Exception, failure: Failure) -> str:
-        """Record a failed step; permanent errors and exhausted budgets become dead letters."""
+        """Record a failed step. A permanent failure becomes a dead letter; a temporary one
+        (an outage of Proxmox or of the RPC) is retried with capped backoff for as long as it
+        takes and never dead-letters: health and /metrics show it meanwhile."""
         name = action.value if action is not None else "observe"
-        reason = f"{name}: {exc}"[:500]
+        detail = str(exc) if is_classified(exc) else f"{type(exc).__name__}: {exc}"
+        reason = f"{name}: {detail}"[:500]
         attempts = progress.attempts + 1
         self.progress.journal_step(sub.id, name, "failed", reason)
         self.progress.save(sub.id, progress,
                            replace(progress, last_error=reason, attempts=attempts))
-        permanent = failure is Failure.PERMANENT
-        if permanent or attempts >= DEAD_LETTER_AFTER_ATTEMPTS:
+        if failure is Failure.PERMANENT:
             entry = DeadLetters(self.s.store.conn).add(
                 sub.id, action=name, reason=reason, attempts=attempts,
                 facts_block=sub.updated_block)
             log.error("reconcile.dead_lettered", subscription=sub.id, action=name,
-                      error=reason, attempts=attempts, permanent=permanent, dead_letter=entry)
+                      error=reason, attempts=attempts, dead_letter=entry)
         else:
             log.warning("reconcile.step_failed", subscription=sub.id, action=name,
                         error=reason, attempts=attempts)
@@ -232,7 +242,7 @@ class Reconciler:
             username=self.s.config.vm.username, want_ipv6=bool(self.s.pools.ipv6_prefix),
         )
 
-    def _minter(self) -> NftMinter:
+    def _minter(self) -> Minter:
         return self.builder.require_minter("cannot mint")
 
     def _user_secret(self, sub: Subscription) -> tuple[bytes | None, str, str | None]:

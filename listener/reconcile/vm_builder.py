@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from listener.config import Config
 from listener.crypto.credentials import ConnectionDetails, encrypt_connection_details
 from listener.errors import UserError
+from listener.reconcile.minter import Minter
 from listener.reconcile.observe import vm_facts
 from listener.reconcile.vm_spec import cloud_init_variables
-from listener.writeback.nft import MintRequest, NftMinter, signing_page_base64
+from listener.writeback.nft import MintRequest, signing_page_base64
 from provisioner.backend import VMBackend, VMRef, VMSpec
 from provisioner.cloudinit import render
 from provisioner.errors import VmidTaken
@@ -57,7 +58,7 @@ class VmBuilder:
     """Mint, create, hook, mark running; the adapters are injected by the caller's wiring."""
 
     def __init__(self, config: Config, inventory: Inventory, pools: Pools, *,
-                 backend: VMBackend | None, minter: NftMinter | None, chain_id: int | None,
+                 backend: VMBackend | None, minter: Minter | None, chain_id: int | None,
                  rpc_url_for_vm: str, limiter: PlacementLimiter | None = None) -> None:
         self.config = config
         self.inventory = inventory
@@ -68,7 +69,7 @@ class VmBuilder:
         self.rpc_url_for_vm = rpc_url_for_vm
         self.limiter = limiter
 
-    def require_minter(self, hint: str) -> NftMinter:
+    def require_minter(self, hint: str) -> Minter:
         if self.minter is None:
             raise UserError(f"chain.nft_contract is not set, so no NFT can be minted; {hint}")
         return self.minter

@@ -26,11 +26,12 @@ from listener.chain.rpc import RpcClient
 from listener.chain.scanner import Outcome, ScanResult, scan_once
 from listener.config import Config
 from listener.reconcile.dead_letters import DeadLetters, is_blocked
-from listener.reconcile.decide import next_action
+from listener.reconcile.decide import Scope, chain_scope, next_action
 from listener.reconcile.observe import BUILT_STATES, facts_of, observe, subscription_state
 from listener.reconcile.placement import place
 from listener.reconcile.progress import Progress, ProgressStore
 from listener.reconcile.reconciler import Reconciler, Services, due
+from listener.reconcile.unserved import date_purchases, undated_unserved_purchases
 from listener.runtime.observability import HealthState, Metrics, serve
 from listener.writeback.tx_store import TxStore
 from provisioner.inventory import Inventory
@@ -41,6 +42,11 @@ log = structlog.get_logger(__name__)
 
 #: How often stored transactions are re-driven outside of any subscription's worker.
 TX_RESUME_INTERVAL = 30.0
+
+
+def _quantity(value: object) -> int:
+    """A JSON-RPC quantity ("0x..." or a number) as an int."""
+    return int(value, 16) if isinstance(value, str) else int(str(value))
 
 
 def sd_notify(message: str) -> None:
@@ -123,12 +129,12 @@ class Daemon:
             self._local.services = services
         return services
 
-    def _work(self, subscription_id: int, chain_time: int) -> None:
+    def _work(self, subscription_id: int, chain_time: int, scope: Scope) -> None:
         services = self._services()
         reconciler = Reconciler(services, choose_node=lambda size: place(services, size),
                                 limiter=self.limiter)
         try:
-            reconciler.reconcile(subscription_id, chain_time)
+            reconciler.reconcile(subscription_id, chain_time, scope)
         except Exception:
             log.exception("reconcile.crashed", subscription=subscription_id)
 
@@ -137,13 +143,17 @@ class Daemon:
 
         Every ``proxmox.drift_check_interval`` seconds, subscriptions with a built VM are
         submitted too, so the worker compares the VM with Proxmox (stopped or deleted by hand).
-        Dead-lettered subscriptions wait for an operator."""
+        While catching up nothing is created or minted; a dead-lettered subscription waits for
+        an operator, except that it is still stopped and destroyed on time."""
         for sub_id, future in list(self._inflight.items()):
             if future.done():
                 del self._inflight[sub_id]
-        chain_time = store.chain_state().chain_time
+        state = store.chain_state()
+        chain_time = state.chain_time
         if chain_time is None:
             return 0
+        chain_wide = chain_scope(state.confirmed_head, state.applied_block,
+                                 self.config.chain.catch_up_blocks)
         submitted = 0
         now = time.monotonic()
         drift_check = now >= self._next_drift_check
@@ -153,23 +163,40 @@ class Daemon:
         grace = self.config.grace_seconds
         progress_of = ProgressStore(store.conn).all()
         for sub in store.subscriptions():
-            if sub.id in self._inflight or is_blocked(blocked, sub.id, sub.updated_block):
+            if sub.id in self._inflight:
                 continue
+            scope = (Scope.TEARDOWN_ONLY if is_blocked(blocked, sub.id, sub.updated_block)
+                     else chain_wide)
             progress = progress_of.get(sub.id, Progress())
             observed, record = observe(sub, progress, inventory)
             built = record is not None and record.state in BUILT_STATES
+            action = next_action(facts_of(sub), chain_time, grace, observed, scope)
+            if scope is Scope.TEARDOWN_ONLY and action is None:
+                continue  # dead-lettered and nothing to take down: the operator decides
             if not (drift_check and built):
                 if not due(sub.id, progress, now, self._last_try):
                     continue
-                if (next_action(facts_of(sub), chain_time, grace, observed) is None
-                        and not progress.last_error
+                if (action is None and not progress.last_error
                         and subscription_state(sub, progress, inventory, chain_time, grace)
                         == progress.state):
                     continue
             self._last_try[sub.id] = now
-            self._inflight[sub.id] = pool.submit(self._work, sub.id, chain_time)
+            self._inflight[sub.id] = pool.submit(self._work, sub.id, chain_time, scope)
             submitted += 1
         return submitted
+
+    def _date_unserved(self, rpc: RpcClient, store: Store) -> None:
+        """Fetch the purchase time of a few never-served subscriptions (for their refund)."""
+        chain_time = store.chain_state().chain_time
+        if chain_time is None:
+            return
+        try:
+            blocks = undated_unserved_purchases(store.conn, chain_time)
+            if blocks:
+                date_purchases(store.conn, {n: _quantity(rpc.get_block(n)["timestamp"])
+                                            for n in blocks})
+        except Exception as exc:  # noqa: BLE001 - only a status detail; the next loop retries
+            log.warning("unserved.dating_failed", error=f"{type(exc).__name__}: {exc}"[:200])
 
     # -- main loop -----------------------------------------------------------------------
 
@@ -184,6 +211,8 @@ class Daemon:
                                         self.config.grace_seconds)
                      if chain_time is not None else progress.state)
             by_state[state] = by_state.get(state, 0) + 1
+        # Temporary failures retry for as long as it takes; an outage shows here, not as DLQ.
+        self.health.failing_subscriptions = by_state.get("failed", 0)
         txs = TxStore(store.conn)
         self.metrics.observe_totals(dead_letters=DeadLetters(store.conn).open_count(),
                                     pending_txs=txs.pending_count(), by_state=by_state)
@@ -258,6 +287,7 @@ class Daemon:
                     continue
                 if result.outcome is not Outcome.HALTED:
                     self.dispatch(pool, store, inventory)
+                    self._date_unserved(rpc, store)
                 if server is not None:  # the totals are only read by /metrics and /healthz
                     self._observe(store, inventory)
                 if time.monotonic() >= next_resume:

@@ -38,6 +38,8 @@ class HealthState:
     halted_reason: str | None = None
     db_error: str | None = None
     signer_alerts: list[str] = field(default_factory=list)
+    #: subscriptions whose steps keep failing (an outage of Proxmox or the RPC): still retried
+    failing_subscriptions: int = 0
     stale_after: float = 120.0
 
     def problems(self, now: float | None = None) -> list[str]:
@@ -53,6 +55,9 @@ class HealthState:
         if self.db_error:
             found.append(f"database: {self.db_error}")
         found.extend(f"signer: {alert}" for alert in self.signer_alerts)
+        if self.failing_subscriptions:
+            found.append(f"{self.failing_subscriptions} subscription(s) failing, still retried "
+                         "(see `blockhost status`)")
         return found
 
 

@@ -49,6 +49,8 @@ GAS_SIMPLE_TRANSFER = 21_000
 class TxFailed(BlockhostError):
     """The transaction reverted, or was refused for a reason a retry will not fix by itself."""
 
+    permanent = True
+
 
 class TxPending(BlockhostError):
     """Not confirmed yet within the wait budget; a later pass continues (nothing is lost)."""

@@ -63,9 +63,13 @@ class TerraformError(ProvisionerError):
 class TerraformNotInstalled(TerraformError):
     """The terraform binary is not on PATH (or not executable)."""
 
+    permanent = True
+
 
 class TerraformInitFailed(TerraformError):
     """``terraform init`` failed: provider not downloadable, bad version constraint, ..."""
+
+    permanent = True
 
 
 @dataclass
