@@ -27,7 +27,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collects nothing: that is a failure, not a pass.
-test: setup
+test: setup lint
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: setup

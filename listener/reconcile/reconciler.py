@@ -192,10 +192,11 @@ class Reconciler:
         return name
 
     def _settle(self, sub: Subscription, progress: Progress, chain_time: int) -> None:
-        state = subscription_state(sub, progress, self.s.inventory, chain_time,
+        """Converged: failures are over, and the state is judged without them."""
+        cleared = replace(progress, last_error=None, attempts=0)
+        state = subscription_state(sub, cleared, self.s.inventory, chain_time,
                                    self.s.config.grace_seconds)
-        self.progress.save(sub.id, progress,
-                           replace(progress, state=state, last_error=None, attempts=0))
+        self.progress.save(sub.id, progress, replace(cleared, state=state))
 
     # -- steps ---------------------------------------------------------------------------
 

@@ -52,6 +52,17 @@ class TxFailed(BlockhostError):
     permanent = True
 
 
+class TxNodeError(BlockhostError):
+    """The node failed or refused for a reason of its own (rate limit, internal error, a
+    lagging backend): nothing is lost, the stored transaction is re-sent on a later pass."""
+
+    permanent = False
+
+
+#: What a node says when the call itself would fail (as opposed to the node failing).
+_WOULD_FAIL = ("revert", "out of gas", "invalid opcode", "invalid jump")
+
+
 class TxPending(BlockhostError):
     """Not confirmed yet within the wait budget; a later pass continues (nothing is lost)."""
 
@@ -180,7 +191,10 @@ class TxManager:
                          "send it ETH")
                 self.store.set_alert(self.sender, "insufficient_funds", alert)
                 raise SignerUnhealthy(alert) from None
-            raise TxFailed(f"{kind} would fail: {_short(message)}") from None
+            if any(marker in message.lower() for marker in _WOULD_FAIL):
+                raise TxFailed(f"{kind} would fail: {_short(message)}") from None
+            raise TxNodeError(f"{kind}: the node could not estimate gas: {_short(message)}; "
+                              "retried") from None
         return estimate * (100 + GAS_MARGIN_PERCENT) // 100
 
     def _signer(self, *, to: str, data: bytes, value: int, gas: int,
@@ -440,8 +454,8 @@ class TxManager:
             self.store.set_alert(self.sender, "insufficient_funds", message)
             raise SignerUnhealthy(message)
         if outcome is SendOutcome.OTHER:
-            raise TxFailed(f"{request.kind} transaction {attempt.tx_hash} was refused by the "
-                           f"node: {detail}; it stays stored and is re-sent on the next pass")
+            raise TxNodeError(f"{request.kind} transaction {attempt.tx_hash} was refused by the "
+                              f"node: {detail}; it stays stored and is re-sent on the next pass")
         # NONCE_TOO_LOW and UNDERPRICED are settled by the next poll (receipt, resolution
         # or a bump), never by signing blindly here.
         return outcome

@@ -25,7 +25,7 @@ from listener.reconcile.decide import (
     permitted,
 )
 from listener.reconcile.failures import Failure, classify, is_classified
-from listener.writeback.txmanager import TxFailed
+from listener.writeback.txmanager import TxFailed, TxNodeError
 from provisioner.cloudinit import TemplateError
 from provisioner.errors import (
     AlreadyExists,
@@ -139,6 +139,7 @@ def test_paid_unserved_seconds_only_for_what_ended_before_it_was_served() -> Non
     (TimeoutError(), Failure.TEMPORARY),
     (OSError("disk full"), Failure.TEMPORARY),
     (TxFailed("mint would fail: OwnableUnauthorizedAccount"), Failure.PERMANENT),
+    (TxNodeError("mint: the node could not estimate gas: rate limited"), Failure.TEMPORARY),
     (ContractLogicError("execution reverted"), Failure.PERMANENT),
     (UserError("no NFT contract configured"), Failure.PERMANENT),
     (ConfigError("proxmox.storage: bad value"), Failure.PERMANENT),
