@@ -7,21 +7,21 @@ by a chain identity is idempotent (``ON CONFLICT DO NOTHING``), so a replay chan
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from listener.chain.events import ACTIONABLE, DecodedLog, args_from_json, args_json
+from listener.chain.events import DecodedLog, args_json
+from listener.chain.facts import apply_and_mark, apply_in_order, event_from_row, refold
 from listener.chain.journal_schema import MIGRATIONS
+from listener.chain.representable import column_int, contain
+from listener.chain.retraction import ForkAccepted, Retraction
 from provisioner.storage.sqlite_db import connect, migrate, transaction
 
 #: How many block hashes below the confirmed cursor stay in the window.
 WINDOW_BELOW_CONFIRMED = 64
-
 
 
 @dataclass(frozen=True)
@@ -58,26 +58,6 @@ class Subscription:
                    cancelled_at=row["cancelled_at"],
                    user_encrypted=bytes(row["user_encrypted"] or b""),
                    created_block=row["created_block"], updated_block=row["updated_block"])
-
-
-#: A purchase's facts (a replayed or re-journaled purchase overwrites with the same values).
-_UPSERT_CREATED = (
-    "INSERT INTO subscriptions (id, plan_id, subscriber, expires_at, user_encrypted,"
-    " created_block, updated_block, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET plan_id = excluded.plan_id,"
-    " subscriber = excluded.subscriber, expires_at = excluded.expires_at,"
-    " user_encrypted = excluded.user_encrypted, updated_block = excluded.updated_block")
-
-
-def _event_from_row(row: sqlite3.Row, *, keep_rejection: bool = True) -> DecodedLog:
-    """A journaled event back as the decoder produced it (its rejection cleared when a
-    re-judgement is due)."""
-    return DecodedLog(
-        block_number=row["block_number"], block_hash=row["block_hash"], tx_hash=row["tx_hash"],
-        log_index=row["log_index"], address=row["address"], name=row["name"],
-        args=args_from_json(row["name"], json.loads(row["args"])),
-        rejected=row["rejected"] if keep_rejection else None,
-    )
 
 
 class Store:
@@ -144,7 +124,7 @@ class Store:
         """
         with transaction(self.conn):
             fresh = self._insert_new_events(list(logs), block_times)
-            self._apply_in_order(fresh, block_times)
+            apply_in_order(self.conn, fresh, block_times)
             new = len(fresh)
             if move_cursor:
                 self._remember_blocks([*window, (to_block, to_hash)], {to_block: to_timestamp})
@@ -197,7 +177,7 @@ class Store:
                 "SELECT * FROM events WHERE applied = 0 AND block_number <= ?"
                 " ORDER BY block_number, log_index", (up_to,)).fetchall()
             for row in rows:
-                self._apply_and_mark(_event_from_row(row), row["block_time"])
+                apply_and_mark(self.conn, event_from_row(row), row["block_time"])
                 applied += 1
             self.conn.execute(
                 "UPDATE events SET applied = 1 WHERE applied = 0 AND block_number <= ?", (up_to,))
@@ -222,9 +202,7 @@ class Store:
         if state.applied_block is not None and ancestor < state.applied_block:
             raise ValueError("refusing to rewind below the confirmed cursor")
         with transaction(self.conn):
-            dropped = self.conn.execute(
-                "DELETE FROM events WHERE block_number > ? AND applied = 0", (ancestor,)).rowcount
-            self.conn.execute("DELETE FROM blocks WHERE number > ?", (ancestor,))
+            dropped = Retraction(self.conn).forget_above(ancestor, applied_too=False)
             self._remember_blocks([(ancestor, ancestor_hash)], {})
             self.conn.execute(
                 "UPDATE chain_state SET cursor = ?, cursor_hash = ?, updated_at = ? WHERE id = 1",
@@ -248,9 +226,55 @@ class Store:
             "SELECT COALESCE(SUM(deep = 0), 0), COALESCE(SUM(deep = 1), 0) FROM reorgs").fetchone()
         return int(row[0]), int(row[1])
 
-    def resume(self) -> None:
-        """Operator action after a deep reorg was investigated: clear the halt."""
-        self.conn.execute("UPDATE chain_state SET halted_reason = NULL WHERE id = 1")
+    def accept_fork(self, logs: Iterable[DecodedLog], *, ancestor: tuple[int, str, int],
+                    to_block: int, to_hash: str, to_timestamp: int,
+                    block_times: dict[int, int]) -> ForkAccepted:
+        """Accept the canonical chain after a deep reorg (the operator's decision) and resume.
+
+        In one transaction, so a crash leaves the halt in place: forget every journaled event
+        above the common ``ancestor`` (number, hash, timestamp), applied or not; journal the
+        canonical ``logs`` of the confirmed blocks ancestor+1..``to_block``; re-derive the facts
+        of every subscription and plan either side touched (a purchase no longer on the chain
+        ends at the ancestor's time, see :class:`Retraction`); move both cursors to
+        ``to_block``; clear the halt."""
+        number, block_hash, timestamp = ancestor
+        with transaction(self.conn):
+            retraction = Retraction(self.conn)
+            dropped = retraction.forget_above(number, applied_too=True)
+            retraction.touch(self._insert_new_events(list(logs), block_times))
+            accepted = retraction.rederive(ancestor_time=timestamp, dropped=dropped)
+            self._remember_blocks([(number, block_hash), (to_block, to_hash)],
+                                  {number: timestamp, to_block: to_timestamp})
+            self.conn.execute(
+                "UPDATE chain_state SET cursor = ?, cursor_hash = ?, applied_block = ?,"
+                " chain_time = ?, halted_reason = NULL, updated_at = ? WHERE id = 1",
+                (to_block, to_hash, to_block, to_timestamp, int(time.time())))
+            self.conn.execute(
+                "UPDATE reorgs SET ancestor = ?, dropped_events = ?"
+                " WHERE id = (SELECT MAX(id) FROM reorgs WHERE deep = 1)", (number, dropped))
+            self._prune_window(to_block)
+        return accepted
+
+    def remembered_blocks(self) -> Generator[tuple[int, str], None, None]:
+        """Every (block number, hash) the journal knows, newest first: the window and the
+        blocks of journaled events (to find a deep reorg's common ancestor)."""
+        rows = self.conn.execute(
+            "SELECT number, hash FROM blocks UNION"
+            " SELECT block_number, block_hash FROM events ORDER BY 1 DESC, 2")
+        try:
+            for number, block_hash in rows:
+                yield int(number), str(block_hash)
+        finally:
+            rows.close()
+
+    def events_above(self, block: int) -> tuple[int, list[int]]:
+        """How many journaled events lie above ``block``, and the subscriptions they name."""
+        count = self.conn.execute("SELECT COUNT(*) FROM events WHERE block_number > ?",
+                                  (block,)).fetchone()[0]
+        rows = self.conn.execute(
+            "SELECT DISTINCT subscription_id FROM events WHERE block_number > ?"
+            " AND subscription_id IS NOT NULL ORDER BY 1", (block,))
+        return int(count), [int(r[0]) for r in rows]
 
     def journal_replayed(self, logs: Iterable[DecodedLog], *, block_times: dict[int, int]) -> int:
         """Insert confirmed events a replay found missing, then re-derive the facts of every
@@ -261,11 +285,11 @@ class Store:
             fresh = self._insert_new_events(list(logs), block_times)
             for entry in fresh:
                 if entry.name in {"PlanCreated", "PlanUpdated"}:
-                    self._apply_and_mark(entry, None)
-                elif entry.subscription_id is not None:
+                    apply_and_mark(self.conn, entry, None)
+                elif entry.subscription_id is not None and entry.rejected is None:
                     touched.add(entry.subscription_id)
             new = len(fresh)
-            self._refold(touched)
+            refold(self.conn, touched)
         return new
 
     def event_hash_at(self, block_number: int, log_index: int) -> set[str]:
@@ -275,37 +299,13 @@ class Store:
             (block_number, log_index))
         return {str(r[0]) for r in rows}
 
-    def _refold(self, subscription_ids: Iterable[int]) -> None:
-        """Recompute these subscriptions' chain facts from their applied events, in chain order.
-
-        One pass over the journal for all of them: a scan per subscription made filling a
-        large gap quadratic (4,000 missing purchases over a 20,000-event journal: 37 s)."""
-        ids = sorted(set(subscription_ids))
-        if not ids:
-            return
-        self.conn.executemany(
-            "UPDATE subscriptions SET cancelled = 0, cancelled_at = NULL WHERE id = ?",
-            [(i,) for i in ids])
-        rows = self.conn.execute(
-            "SELECT * FROM events WHERE applied = 1"
-            " AND subscription_id IN (SELECT value FROM json_each(?))"
-            " AND (rejected IS NULL OR rejected LIKE '%unknown subscription')"
-            " ORDER BY subscription_id, block_number, log_index", (json.dumps(ids),)).fetchall()
-        for row in rows:
-            if row["name"] not in ACTIONABLE:
-                continue
-            self.conn.execute(
-                "UPDATE events SET rejected = NULL"
-                " WHERE block_number = ? AND log_index = ? AND block_hash = ?",
-                (row["block_number"], row["log_index"], row["block_hash"]))
-            self._apply_and_mark(_event_from_row(row, keep_rejection=False), row["block_time"])
-
     # -- internals of journaling ------------------------------------------------------------
 
     def _insert_new_events(self, logs: list[DecodedLog], block_times: dict[int, int], *,
                            applied: bool = True) -> list[DecodedLog]:
-        """Insert the logs not yet journaled (one executemany); return those, in order.
-        ``applied=False`` journals them without their facts (blocks not yet confirmed)."""
+        """Insert the logs not yet journaled (one executemany); return those, in order, each
+        :func:`~listener.chain.representable.contain`-ed (a value no column holds rejects its
+        event). ``applied=False`` journals them without their facts (blocks not yet confirmed)."""
         if not logs:
             return []
         low = min(e.block_number for e in logs)
@@ -318,47 +318,17 @@ class Store:
             identity = (entry.block_hash, entry.log_index)
             if identity not in seen:
                 seen.add(identity)
-                fresh.append(entry)
+                fresh.append(contain(entry))
         self.conn.executemany(
             "INSERT INTO events (block_number, block_hash, tx_hash, log_index, address,"
             " name, subscription_id, plan_id, args, rejected, applied, block_time)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(e.block_number, e.block_hash, e.tx_hash, e.log_index, e.address, e.name,
-              e.subscription_id, e.plan_id, e.args_text or args_json(e.args),
+              column_int(e.subscription_id), column_int(e.plan_id),
+              e.args_text or args_json(e.args),
               e.rejected, int(applied), block_times.get(e.block_number)) for e in fresh],
         )
         return fresh
-
-    def _apply_in_order(self, logs: list[DecodedLog], block_times: dict[int, int]) -> None:
-        """Apply facts in chain order; runs of purchases go in one executemany."""
-        created: list[tuple[Any, ...]] = []
-        now = int(time.time())
-
-        def flush() -> None:
-            if created:
-                self.conn.executemany(_UPSERT_CREATED, created)
-                created.clear()
-
-        for entry in logs:
-            if entry.rejected is None and entry.name == "SubscriptionCreated":
-                a = entry.args
-                created.append((a["subscriptionId"], a["planId"], a["subscriber"],
-                                a["expiresAt"], a["userEncrypted"], entry.block_number,
-                                entry.block_number, now))
-                continue
-            flush()
-            self._apply_and_mark(entry, block_times.get(entry.block_number))
-        flush()
-
-    def _apply_and_mark(self, entry: DecodedLog, block_time: int | None) -> None:
-        if entry.rejected is None and entry.name in ACTIONABLE:
-            problem = self._apply_fact(entry, block_time)
-            if problem:
-                self.conn.execute(
-                    "UPDATE events SET rejected = ?"
-                    " WHERE block_number = ? AND log_index = ? AND block_hash = ?",
-                    (problem, entry.block_number, entry.log_index, entry.block_hash),
-                )
 
     def _remember_blocks(self, pairs: Iterable[tuple[int, str]], times: dict[int, int]) -> None:
         self.conn.executemany(
@@ -371,44 +341,6 @@ class Store:
     def _prune_window(self, confirmed: int) -> None:
         self.conn.execute("DELETE FROM blocks WHERE number < ?",
                           (confirmed - WINDOW_BELOW_CONFIRMED,))
-
-    def _apply_fact(self, entry: DecodedLog, block_time: int | None) -> str | None:
-        """Fold one event into the chain facts; return a rejection reason or None."""
-        args = entry.args
-        now = int(time.time())
-        if entry.name == "SubscriptionCreated":
-            self.conn.execute(
-                _UPSERT_CREATED,
-                (args["subscriptionId"], args["planId"], args["subscriber"], args["expiresAt"],
-                 args["userEncrypted"], entry.block_number, entry.block_number, now),
-            )
-            return None
-        if entry.name == "SubscriptionExtended":
-            cursor = self.conn.execute(
-                "UPDATE subscriptions SET expires_at = ?, updated_block = ?, updated_at = ?"
-                " WHERE id = ?",
-                (args["newExpiresAt"], entry.block_number, now, args["subscriptionId"]),
-            )
-            return None if cursor.rowcount else "extension of an unknown subscription"
-        if entry.name == "SubscriptionCancelled":
-            at = block_time if block_time is not None else now
-            cursor = self.conn.execute(
-                "UPDATE subscriptions SET cancelled = 1, cancelled_at = ?, expires_at = MIN(expires_at, ?),"
-                " updated_block = ?, updated_at = ? WHERE id = ?",
-                (at, at, entry.block_number, now, args["subscriptionId"]),
-            )
-            return None if cursor.rowcount else "cancellation of an unknown subscription"
-        if entry.name in {"PlanCreated", "PlanUpdated"}:
-            self.conn.execute(
-                "INSERT INTO plans (id, name, price_cents, active, updated_block)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
-                " price_cents = excluded.price_cents, active = excluded.active,"
-                " updated_block = excluded.updated_block",
-                (args["planId"], args["name"], args["pricePerDayUsdCents"],
-                 int(args.get("active", True)), entry.block_number),
-            )
-            return None
-        return None
 
     def event_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])

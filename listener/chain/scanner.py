@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -56,25 +56,28 @@ class ScanResult:
 def confirmed_head(rpc: ChainSource, confirmations: int | str, head: int) -> int:
     """Newest block we treat as confirmed: ``head - depth`` or the node's finalized/safe tag."""
     if isinstance(confirmations, str):
-        return min(head, _num(rpc.get_block(confirmations)["number"]))
+        return min(head, quantity(rpc.get_block(confirmations)["number"]))
     return head - confirmations
 
 
-def _num(value: Any) -> int:
+def quantity(value: Any) -> int:
+    """A JSON-RPC quantity ("0x..." or a number) as an int."""
     return value if isinstance(value, int) else int(str(value), 16)
 
 
-def _hash(block: dict[str, Any]) -> str:
+def header_hash(block: dict[str, Any]) -> str:
+    """A block header's hash, lower-case 0x hex."""
     value = block["hash"]
     return (value if isinstance(value, str) else "0x" + bytes(value).hex()).lower()
 
 
-def find_common_ancestor(window: list[tuple[int, str]],
+def find_common_ancestor(window: Iterable[tuple[int, str]],
                          canonical_hash: Callable[[int], str | None]) -> tuple[int, str] | None:
     """Newest remembered block whose hash is still canonical, or None if none is.
 
     ``window`` is newest first; a match at block N proves every block below N canonical
-    (each block commits to its parent), so the walk stops at the first match."""
+    (each block commits to its parent), so the walk stops at the first match (and reads
+    ``window`` no further)."""
     for number, stored in window:
         if canonical_hash(number) == stored:
             return number, stored
@@ -84,14 +87,14 @@ def find_common_ancestor(window: list[tuple[int, str]],
 def _check_reorg(rpc: ChainSource, store: Store, cursor: int, cursor_hash: str,
                  cursor_block: dict[str, Any]) -> ScanResult | None:
     """None if the cursor block (just read) is still canonical; otherwise handle the reorg."""
-    if _hash(cursor_block) == cursor_hash:
+    if header_hash(cursor_block) == cursor_hash:
         return None
 
     def canonical(number: int) -> str | None:
         # A block the node does not have (a shorter fork) is simply not a match; any other
         # RPC failure propagates, so a flaky node can never fake a deep reorg.
         block = rpc.call("eth_getBlockByNumber", hex(number), False)
-        return None if block is None else _hash(block)
+        return None if block is None else header_hash(block)
 
     state = store.chain_state()
     applied = state.applied_block if state.applied_block is not None else -1
@@ -100,8 +103,8 @@ def _check_reorg(rpc: ChainSource, store: Store, cursor: int, cursor_hash: str,
         ancestor = None if found is None else found[0]
         reason = (f"reorg below the confirmed cursor (block {applied}, common ancestor "
                   f"{'unknown' if ancestor is None else ancestor}): deeper than the "
-                  "confirmation depth; effects halted, operator action needed "
-                  "(`blockhost replay` after checking the chain)")
+                  "confirmation depth; effects halted, operator action needed: stop the "
+                  "listener, check `blockhost reorg show`, then `blockhost reorg accept --yes`")
         store.record_deep_reorg(reason, old_cursor=cursor, ancestor=ancestor)
         log.critical("chain.reorg_below_confirmations", cursor=cursor, confirmed=applied,
                      ancestor=ancestor)
@@ -116,12 +119,13 @@ def _check_reorg(rpc: ChainSource, store: Store, cursor: int, cursor_hash: str,
 def _promote(rpc: ChainSource, store: Store, up_to: int) -> int:
     """Apply journaled events up to ``up_to`` after re-checking their blocks are canonical."""
     for number, stored in sorted(store.unapplied_blocks(up_to).items()):
-        if _hash(rpc.get_block(number)) != stored:
+        if header_hash(rpc.get_block(number)) != stored:
             # Orphaned between journaling and confirmation: the next step's cursor check
             # walks back; never apply an event from a dead fork.
             raise TransientRpcError(f"block {number} changed hash before confirmation")
     block = rpc.get_block(up_to)
-    return store.promote(up_to, block_hash=_hash(block), timestamp=_num(block["timestamp"]))
+    return store.promote(up_to, block_hash=header_hash(block),
+                         timestamp=quantity(block["timestamp"]))
 
 
 def block_times_for(rpc: ChainSource, decoded: list[DecodedLog], known: dict[int, int]) -> dict[int, int]:
@@ -129,7 +133,7 @@ def block_times_for(rpc: ChainSource, decoded: list[DecodedLog], known: dict[int
     times = dict(known)
     for entry in decoded:
         if entry.name == "SubscriptionCancelled" and entry.block_number not in times:
-            times[entry.block_number] = _num(rpc.get_block(entry.block_number)["timestamp"])
+            times[entry.block_number] = quantity(rpc.get_block(entry.block_number)["timestamp"])
     return times
 
 
@@ -215,7 +219,7 @@ def _journal_next_range(rpc: ChainSource, store: Store, chain: ChainConfig,
                                controller=controller
                                or RangeController.for_listener(chain.max_block_range))
     to_block, logs = batch.to_block, batch.logs
-    end_hash, end_time = _hash(batch.to_header), _num(batch.to_header["timestamp"])
+    end_hash, end_time = header_hash(batch.to_header), quantity(batch.to_header["timestamp"])
     del batch
     decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in logs]
     del logs

@@ -1,5 +1,5 @@
-"""``blockhost gc`` (and the seed's ``blockhost-vm-gc``): the steps, shown or applied; exit 1
-if any step failed."""
+"""``blockhost gc`` (and the seed's ``blockhost-vm-gc``): the chain time it judged by, then the
+steps, shown or applied; exit 1 if any step failed (or could not be checked on chain)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from listener.cli.output import print_json
 from listener.cli.parser import config_from
 
 if TYPE_CHECKING:
-    from listener.ops.gc import GcMode, Verdict
+    from listener.ops.gc import GcMode, GcReport, Verdict
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json())
     else:
-        print(render(report.verdicts, execute_mode=args.execute))
+        print(render(report))
     return 1 if report.failed else 0
 
 
@@ -33,10 +33,12 @@ def _mode(args: argparse.Namespace) -> GcMode:
     return GcMode.DESTROY_ONLY if args.destroy_only else GcMode.ALL
 
 
-def render(verdicts: list[Verdict], *, execute_mode: bool) -> str:
-    if not verdicts:
-        return "nothing to collect"
-    return "\n".join(_verdict_line(v, execute_mode=execute_mode) for v in verdicts)
+def render(report: GcReport) -> str:
+    """The chain time's line (saying when it is the stored one, not live), then one line per
+    step."""
+    lines = [report.time.describe()]
+    lines += [_verdict_line(v, execute_mode=report.execute) for v in report.verdicts]
+    return "\n".join(lines if report.verdicts else [*lines, "nothing to collect"])
 
 
 def _verdict_line(v: Verdict, *, execute_mode: bool) -> str:

@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "/etc/blockhost/blockhost.yaml)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_group in (_add_listen, _add_status, _add_keys, _add_contracts, _add_user, _add_mint,
-                      _add_replay, _add_vm, _add_template, _add_gc, _add_dlq, _add_demo):
+                      _add_replay, _add_reorg, _add_vm, _add_template, _add_gc, _add_dlq,
+                      _add_demo):
         add_group(commands)
     return parser
 
@@ -138,6 +139,22 @@ def _add_replay(commands: Commands) -> None:
                         help="default: the confirmed cursor")
     replay.add_argument("--dry-run", action="store_true",
                         help="report what would change, write nothing")
+
+
+def _add_reorg(commands: Commands) -> None:
+    reorg = commands.add_parser(
+        "reorg", help="a reorg deeper than the confirmations halted effects: show it, accept "
+                      "the canonical chain")
+    actions = reorg.add_subparsers(dest="reorg_command", required=True, metavar="ACTION")
+    show = actions.add_parser(
+        "show", help="the common ancestor, stored and canonical hashes, affected subscriptions")
+    show.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    accept = actions.add_parser(
+        "accept", help="retract what the orphaned blocks said, journal the canonical chain, "
+                       "re-derive the facts, clear the halt (dry run unless --yes; the "
+                       "listener must be stopped)")
+    accept.add_argument("--yes", action="store_true", help="really accept the canonical chain")
+    accept.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
 def _add_vm(commands: Commands) -> None:

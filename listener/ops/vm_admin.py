@@ -14,6 +14,7 @@ from listener.ops.database import open_database
 from listener.reconcile.decide import Desired, desired_state
 from listener.reconcile.observe import facts_of, ref_of, vm_facts
 from listener.reconcile.progress import ProgressStore
+from listener.runtime.instance_lock import Holder, unless_listening
 from listener.runtime.wiring import build_backend
 from provisioner.backend import VMBackend
 from provisioner.inventory import Inventory, VMRecord
@@ -50,8 +51,19 @@ def destroy_by_hand(config: Config, name: str, *, execute: bool) -> VMRecord:
         record = _live_record(inventory, name)
         check_destroyable(store, record, grace_seconds=config.grace_seconds)
         if execute:
-            destroy_vm(store, inventory, build_backend(config), name, config=config)
+            with unless_listening(config.db.path, "vm destroy --execute") as holder:
+                _refuse_while_managed(holder, record)
+                destroy_vm(store, inventory, build_backend(config), name, config=config)
     return record
+
+
+def _refuse_while_managed(holder: Holder | None, record: VMRecord) -> None:
+    """A running listener manages the subscriptions' VMs; only VMs made by hand go by hand
+    beside it."""
+    if holder is not None and record.subscription_id is not None:
+        raise UserError(f"VM {record.name} serves subscription #{record.subscription_id}, "
+                        f"which {holder} manages and destroys itself when due; stop it "
+                        "first to destroy the VM by hand")
 
 
 def _live_record(inventory: Inventory, name: str) -> VMRecord:

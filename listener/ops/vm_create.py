@@ -31,6 +31,7 @@ from listener.config import Config, PlanSize
 from listener.crypto.errors import CryptoError
 from listener.crypto.user_secret import recover_personal_sign
 from listener.errors import UserError
+from listener.ops.snippet_placement import limit_placement_to_snippet_readers
 from listener.reconcile.placement import place_on
 from listener.reconcile.vm_builder import MintOrder, VmBuilder
 from listener.reconcile.vm_spec import vm_spec
@@ -356,6 +357,8 @@ def plan_vm(config: Config, request: CreateRequest, placement: Placement, *,
 def create_vm(config: Config, request: CreateRequest, placement: Placement, *,
               signature: bytes | None) -> CreateResult:
     """``vm create --apply``: reserve, mint, create, hook, mark running (a rerun resumes)."""
+    if placement.node is None:  # placement may pick any node: only those that read snippets
+        config = limit_placement_to_snippet_readers(config)
     backend = build_backend(config)
     store = Store.open(config.db.path)
     try:

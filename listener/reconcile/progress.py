@@ -77,15 +77,17 @@ class ProgressStore:
         ``unless_repeated`` skips the line when it would repeat the subscription's last one
         (a wait on the signer or a pending transaction writes one row, not one per loop)."""
         detail = detail[:500]
-        if unless_repeated:
-            last = self.conn.execute(
-                "SELECT step, phase, detail FROM steps WHERE subscription_id = ?"
-                " ORDER BY id DESC LIMIT 1", (subscription_id,)).fetchone()
-            if last is not None and tuple(last) == (step, phase, detail):
-                return
+        if unless_repeated and self.last_step(subscription_id) == (step, phase, detail):
+            return
         self.conn.execute(
             "INSERT INTO steps (subscription_id, step, phase, detail, at) VALUES (?, ?, ?, ?, ?)",
             (subscription_id, step, phase, detail, int(time.time())))
+
+    def last_step(self, subscription_id: int) -> tuple[str, str, str] | None:
+        row = self.conn.execute(
+            "SELECT step, phase, detail FROM steps WHERE subscription_id = ?"
+            " ORDER BY id DESC LIMIT 1", (subscription_id,)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
 
     def served(self) -> set[int]:
         """Subscriptions that ever had a VM built (a ``create_vm`` step that finished)."""

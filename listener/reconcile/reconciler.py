@@ -48,6 +48,8 @@ from provisioner.placement import PlacementLimiter
 log = structlog.get_logger(__name__)
 
 MAX_STEPS_PER_PASS = 8
+#: How the step journal marks a pass that ended waiting on the chain (not a failure).
+WAITING = "waiting: "
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Reconciler:
                                  chain_id=services.chain_id,
                                  rpc_url_for_vm=services.rpc_url_for_vm, limiter=limiter)
         self.progress = ProgressStore(services.store.conn)
+        #: the last pass ended waiting on the chain (a receipt, the signer's funds)
+        self.waiting = False
 
     def reconcile(self, subscription_id: int, chain_time: int,
                   scope: Scope = Scope.ALL) -> str | None:
@@ -107,7 +111,8 @@ class Reconciler:
                 if not permitted(wanted, scope):
                     return last  # withheld (catching up, or dead-lettered): not converged
                 action = wanted
-                self.progress.journal_step(sub.id, action.value, "started")
+                if not self._resumes_a_wait(sub.id, action):
+                    self.progress.journal_step(sub.id, action.value, "started")
                 started = time.monotonic()
                 try:
                     self._apply(action, sub, progress, record)
@@ -135,10 +140,11 @@ class Reconciler:
                 # Not a failure of this subscription: no attempt is counted.
                 name = action.value if action is not None else "observe"
                 # One row per change of what we wait for, not one per loop.
-                self.progress.journal_step(sub.id, name, "failed", f"waiting: {exc}"[:500],
+                self.progress.journal_step(sub.id, name, "failed", f"{WAITING}{exc}"[:500],
                                            unless_repeated=True)
                 log.info("reconcile.waiting_for_chain", subscription=sub.id, action=name,
                          detail=str(exc)[:200])
+                self.waiting = True
                 return name
             except Exception as exc:
                 if not is_classified(exc):
@@ -149,6 +155,13 @@ class Reconciler:
             log.info("reconcile.step_done", subscription=sub.id, action=action.value)
             last = action.value
         return last
+
+    def _resumes_a_wait(self, subscription_id: int, action: Action) -> bool:
+        """Is this pass the same step, still waiting on the chain? Then its "started" line is
+        already in the journal: a wait writes no new rows until something changes."""
+        last = self.progress.last_step(subscription_id)
+        return (last is not None and last[0] == action.value and last[1] == "failed"
+                and last[2].startswith(WAITING))
 
     def apply_one(self, subscription_id: int, action: Action) -> None:
         """Apply one chosen step by hand (``blockhost gc --execute``), journaled like the
@@ -311,6 +324,17 @@ def retry_delay(attempts: int) -> float:
     return min(300.0, 2.0 * (2 ** max(0, attempts - 1))) if attempts else 0.0
 
 
+#: Longest pause between passes of a subscription that waits on the chain (a receipt, funds).
+MAX_WAIT_DELAY = 60.0
+
+
+def wait_delay(waits: int) -> float:
+    """Backoff between passes for a subscription waiting on the chain: 2 s doubling, capped
+    at a minute (waiting is not failing: no attempt is counted, but each pass costs calls)."""
+    return min(MAX_WAIT_DELAY, 2.0 * (2 ** max(0, waits - 1))) if waits else 0.0
+
+
 def due(subscription_id: int, progress: Progress, now: float,
-        last_try: dict[int, float]) -> bool:
-    return now - last_try.get(subscription_id, 0.0) >= retry_delay(progress.attempts)
+        last_try: dict[int, float], waits: int = 0) -> bool:
+    delay = max(retry_delay(progress.attempts), wait_delay(waits))
+    return now - last_try.get(subscription_id, 0.0) >= delay

@@ -7,9 +7,7 @@ subscription), with its own SQLite connection and HTTP sessions.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -32,6 +30,8 @@ from listener.reconcile.placement import place
 from listener.reconcile.progress import Progress, ProgressStore
 from listener.reconcile.reconciler import Reconciler, Services, due
 from listener.reconcile.unserved import date_purchases, undated_unserved_purchases
+from listener.runtime import liveness
+from listener.runtime.instance_lock import InstanceLock
 from listener.runtime.observability import HealthState, Metrics, serve
 from listener.writeback.tx_store import TxStore
 from provisioner.inventory import Inventory
@@ -49,21 +49,6 @@ def _quantity(value: object) -> int:
     return int(value, 16) if isinstance(value, str) else int(str(value))
 
 
-def sd_notify(message: str) -> None:
-    """Tell systemd about readiness / liveness (no-op outside a Type=notify unit)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(address)
-            sock.sendall(message.encode())
-        except OSError:
-            log.warning("systemd.notify_failed")
-
-
 class Daemon:
     """Owns the chain loop, the worker pool and shutdown."""
 
@@ -78,8 +63,10 @@ class Daemon:
             lambda cfg: build_services(cfg, chain_id=self.chain_id))
         self.stop_event = threading.Event()
         self._local = threading.local()
-        self._inflight: dict[int, Future[None]] = {}
+        self._inflight: dict[int, Future[bool]] = {}
         self._last_try: dict[int, float] = {}
+        #: consecutive passes that ended waiting on the chain, per subscription (backoff)
+        self._waits: dict[int, int] = {}
         self._next_drift_check = 0.0
         self.metrics = Metrics()
         # two replies in flight: the one being journaled and the prefetched next one
@@ -105,10 +92,8 @@ class Daemon:
 
         A head only wakes the loop; the scan that follows still reads every block from the
         cursor with eth_getLogs, so missed or out-of-order heads lose nothing."""
-        if self.heads is None:
-            self.stop_event.wait(self.config.chain.poll_interval)
-        elif not self.stop_event.is_set():
-            self.heads.wait_for_head(self.config.chain.poll_interval)
+        wait = self.stop_event.wait if self.heads is None else self.heads.wait_for_head
+        liveness.pause(wait, self.config.chain.poll_interval, stop=self.stop_event)
 
     def _start_heads(self) -> None:
         ws_url = self.config.chain.ws_url
@@ -129,7 +114,8 @@ class Daemon:
             self._local.services = services
         return services
 
-    def _work(self, subscription_id: int, chain_time: int, scope: Scope) -> None:
+    def _work(self, subscription_id: int, chain_time: int, scope: Scope) -> bool:
+        """One pass for one subscription; True when it ended waiting on the chain."""
         services = self._services()
         reconciler = Reconciler(services, choose_node=lambda size: place(services, size),
                                 limiter=self.limiter)
@@ -137,6 +123,7 @@ class Daemon:
             reconciler.reconcile(subscription_id, chain_time, scope)
         except Exception:
             log.exception("reconcile.crashed", subscription=subscription_id)
+        return reconciler.waiting
 
     def dispatch(self, pool: ThreadPoolExecutor, store: Store, inventory: Inventory) -> int:
         """Submit every subscription that has a step to take and is not in flight.
@@ -148,6 +135,7 @@ class Daemon:
         for sub_id, future in list(self._inflight.items()):
             if future.done():
                 del self._inflight[sub_id]
+                self._waits[sub_id] = self._waits.get(sub_id, 0) + 1 if future.result() else 0
         state = store.chain_state()
         chain_time = state.chain_time
         if chain_time is None:
@@ -174,7 +162,7 @@ class Daemon:
             if scope is Scope.TEARDOWN_ONLY and action is None:
                 continue  # dead-lettered and nothing to take down: the operator decides
             if not (drift_check and built):
-                if not due(sub.id, progress, now, self._last_try):
+                if not due(sub.id, progress, now, self._last_try, self._waits.get(sub.id, 0)):
                     continue
                 if (action is None and not progress.last_error
                         and subscription_state(sub, progress, inventory, chain_time, grace)
@@ -258,8 +246,16 @@ class Daemon:
         return result
 
     def run(self) -> int:
+        """Follow the chain until stopped, as the only listener of ``db.path``."""
+        with InstanceLock.held(self.config.db.path, "listen"):
+            return self._run()
+
+    def _run(self) -> int:
         cfg = self.config
-        rpc = RpcClient(cfg.chain.rpc_urls, expected_chain_id=cfg.chain.chain_id)
+        rpc = RpcClient(cfg.chain.rpc_urls, expected_chain_id=cfg.chain.chain_id,
+                        timeout=liveness.RPC_TIMEOUT, attempts=liveness.RPC_ATTEMPTS,
+                        backoff_initial=liveness.RPC_BACKOFF_INITIAL,
+                        backoff_max=liveness.RPC_BACKOFF_MAX)
         store = Store.open(cfg.db.path)
         inventory = Inventory(store.conn)
         if cfg.chain.subscription_contract:
@@ -276,24 +272,28 @@ class Daemon:
         log.info("daemon.started", cursor=store.chain_state().cursor,
                  start_block=cfg.chain.start_block, confirmations=cfg.chain.confirmations)
         self._start_heads()
-        sd_notify("READY=1")
+        liveness.sd_notify("READY=1")
         with (WalCheckpointer(cfg.db.path),
               ThreadPoolExecutor(max_workers=cfg.proxmox.max_parallel,
                                  thread_name_prefix="reconcile") as pool):
             while not self.stop_event.is_set():
+                # Liveness, not health: fed between phases whatever their outcome.
+                liveness.feed_watchdog()
                 result = self._scan(rpc, store)
+                liveness.feed_watchdog()
                 if result is None:
-                    self.stop_event.wait(cfg.chain.poll_interval)
+                    liveness.pause(self.stop_event.wait, cfg.chain.poll_interval,
+                                   stop=self.stop_event)
                     continue
                 if result.outcome is not Outcome.HALTED:
                     self.dispatch(pool, store, inventory)
                     self._date_unserved(rpc, store)
+                    liveness.feed_watchdog()
                 if server is not None:  # the totals are only read by /metrics and /healthz
                     self._observe(store, inventory)
                 if time.monotonic() >= next_resume:
                     self._resume_transactions()
                     next_resume = time.monotonic() + TX_RESUME_INTERVAL
-                sd_notify("WATCHDOG=1")
                 if result.outcome is Outcome.REORGED or (
                         result.outcome is Outcome.PROGRESSED and not result.caught_up):
                     continue

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eth_account import Account
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 
 from listener.chain.journal import Store
 from listener.config import Config
 from listener.crypto.key_files import load_private_key, read_owner_only_file
 from listener.errors import UserError
 from listener.reconcile.reconciler import Services
+from listener.runtime.liveness import WEB3_TIMEOUT
 from listener.writeback.nft import NftMinter
 from listener.writeback.txmanager import TxManager
 from provisioner.backend import VMBackend
@@ -97,10 +98,16 @@ def build_backend(config: Config) -> VMBackend:
     return backend
 
 
+def http_provider(url: str) -> HTTPProvider:
+    """The minter's provider; its timeout and retries bound the loop's longest call
+    (:func:`listener.runtime.liveness.longest_blocking_call`)."""
+    return Web3.HTTPProvider(url, request_kwargs={"timeout": WEB3_TIMEOUT})
+
+
 def build_web3(config: Config) -> Web3:
     if not config.chain.rpc_urls:
         raise UserError("chain.rpc_urls is empty; set at least one RPC endpoint")
-    return Web3(Web3.HTTPProvider(config.chain.rpc_urls[0], request_kwargs={"timeout": 30}))
+    return Web3(http_provider(config.chain.rpc_urls[0]))
 
 
 def build_minter(config: Config, store: Store) -> NftMinter | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,6 +50,19 @@ class TxFailed(BlockhostError):
     """The transaction reverted, or was refused for a reason a retry will not fix by itself."""
 
     permanent = True
+
+
+#: The longest pause between two looks for a receipt (blocks come every few seconds).
+MAX_RECEIPT_POLL = 2.0
+
+
+def receipt_poll_delays(first: float) -> Iterator[float]:
+    """Pauses between looks for a receipt: ``first``, then half as long again each time, up to
+    :data:`MAX_RECEIPT_POLL` (a look costs several RPC calls; most receipts come early)."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(max(first, MAX_RECEIPT_POLL), delay * 1.5)
 
 
 class TxNodeError(BlockhostError):
@@ -260,6 +273,7 @@ class TxManager:
         """
         request = self.submit(key, kind, subscription_id, call)
         deadline = time.monotonic() + self.receipt_timeout
+        delays = receipt_poll_delays(self.poll_interval)
         while True:
             outcome = self.poll(request.idempotency_key, parse, resolve)
             if outcome.done:
@@ -269,7 +283,7 @@ class TxManager:
                 raise TxPending(f"{kind} transaction for {key} is not confirmed yet "
                                 f"(nonce {outcome.request.nonce}); it is stored and followed "
                                 "up on the next pass (or by re-running the same command)")
-            time.sleep(self.poll_interval)
+            time.sleep(next(delays))
 
     def poll(self, key: str, parse: Parse, resolve: Resolve | None = None) -> PollResult:
         """One pass over the request: receipt, depth, reorg, rebroadcast, bump, resolution."""

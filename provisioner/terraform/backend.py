@@ -6,10 +6,16 @@ entry could make Terraform "fix" or destroy a VM that is no longer ours. Therefo
 step first looks at the VM through the Proxmox API (read-only, with the same pool-scoped
 token) and checks all ownership markers - pool, tags, description marker, smbios uuid -
 before Terraform runs. A mismatch raises and Terraform is not started.
+
+What a VM keeps from its template (CPU model, balloon, disk and cloud-init storage, NIC
+options) is read through the same API and rendered explicitly (:mod:`.inherit`): from the
+template for a new clone, from the VM itself when it already exists, so re-rendering an
+existing VM never reverts it to the template.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,7 @@ from provisioner.backend import (
 )
 from provisioner.errors import Locked, NotFound, OwnershipMismatch, Transient, VmidTaken
 from provisioner.proxmox.backend import ProxmoxAPIBackend
+from provisioner.terraform.inherit import Inherited, inherited_from
 from provisioner.terraform.layout import archive, vm_dir, write_main
 from provisioner.terraform.render import (
     MAIN_FILE,
@@ -82,7 +89,7 @@ class TerraformBackend:
     def write(self, directory: Path, doc: dict[str, Any]) -> bool:
         """Schema-check ``doc`` and write it as the directory's ``main.tf.json``."""
         problems = validate(doc)
-        if problems:  # a bug in the renderer, never user input: fail loudly, write nothing
+        if problems:  # a renderer bug or a source VM setting the provider refuses: write nothing
             raise ValueError("rendered Terraform document violates the bpg/proxmox schema: "
                              + "; ".join(problems[:5]))
         return write_main(directory, to_json_bytes(doc))
@@ -100,13 +107,19 @@ class TerraformBackend:
                               f"token {self.api.token_id})")
         return tpl.node
 
+    def inherited(self, node: str, vmid: int, *, live: bool) -> Inherited:
+        """What a VM keeps from VM ``vmid`` on ``node`` (read-only GET of its config);
+        ``live``: that VM is the one rendered (it exists), not its template."""
+        config = self.api.get_object(f"nodes/{node}/qemu/{vmid}/config")
+        return inherited_from(config, disk_interface=self.settings.disk_interface, live=live)
+
     # ------------------------------------------------------------------ VMBackend
 
-    def render(self, spec: VMSpec, *, adopt: bool = False, started: bool = True,
-               template_node: str | None = None) -> dict[str, Any]:
+    def render(self, spec: VMSpec, *, inherited: Inherited, adopt: bool = False,
+               started: bool = True, template_node: str | None = None) -> dict[str, Any]:
         """The document ``create`` would write (no I/O)."""
-        return render_vm(spec, self.settings, started=started, adopt=adopt,
-                         template_node=template_node)
+        return render_vm(spec, self.settings, inherited=inherited, started=started,
+                         adopt=adopt, template_node=template_node)
 
     def create(self, spec: VMSpec) -> VMRef:
         if spec.pool != self.pool:
@@ -125,7 +138,8 @@ class TerraformBackend:
                 adopt = not in_state
                 if adopt:
                     blog.info("tf.create.adopt", node=existing.node)
-            doc = self.render(spec, adopt=adopt, template_node=self.template_node(spec))
+            spec, kept, template_node = self._source(spec, existing)
+            doc = self.render(spec, inherited=kept, adopt=adopt, template_node=template_node)
             self.write(directory, doc)
             self._apply_create(directory, spec, unseen=existing is None and not in_state)
         vm = self.api.status(ref)
@@ -134,6 +148,17 @@ class TerraformBackend:
         blog.info("tf.create.done", node=vm.node, smbios_uuid=vm.smbios_uuid)
         return VMRef(vmid=spec.vmid, node=vm.node, name=spec.name,
                      subscription_id=spec.subscription_id, smbios_uuid=vm.smbios_uuid)
+
+    def _source(self, spec: VMSpec,
+                existing: VMStatus | None) -> tuple[VMSpec, Inherited, str]:
+        """The spec to render (an existing VM stays on its node), what it keeps and from
+        where (the VM itself if it exists, else the template), and the template's node."""
+        template_node = self.template_node(spec)
+        if existing is None:
+            return spec, self.inherited(template_node, spec.template_vmid, live=False), \
+                template_node
+        kept = self.inherited(existing.node, spec.vmid, live=True)
+        return dataclasses.replace(spec, node=existing.node), kept, template_node
 
     def _check_adoptable(self, existing: VMStatus, spec: VMSpec,
                          blog: FilteringBoundLogger) -> None:

@@ -1,84 +1,65 @@
 """Write the Terraform directory for a VM that already exists, so an operator can adopt it.
 
-The VM must carry all our ownership markers. Sizes (cores, memory, boot disk) and power
-state are read from the live VM so that adopting it does not change it; the document gets an
-``import`` block (``<node>/<vmid>``), and ``clone`` is in ``ignore_changes``, so the first
-``terraform apply`` imports the VM instead of cloning or re-creating it.
+The VM must carry all our ownership markers. Everything the provider would otherwise write -
+sizes, CPU model, balloon, disk and cloud-init storage, NIC options, power state - is read from
+the live VM (:mod:`.inherit`), so adopting it changes nothing. The document gets an ``import``
+block (``<node>/<vmid>``) and ``clone`` is in ``ignore_changes``; the user-data snippet is
+referenced by its literal volume id, and only when the VM already uses exactly that volume, so
+the first ``terraform apply`` imports the VM and never replaces it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TypedDict
 
 import structlog
 
 from provisioner.backend import VMRef, VMSpec
 from provisioner.errors import NotFound, PveError
 from provisioner.terraform.backend import TerraformBackend
-from provisioner.terraform.render import VM_ADDRESS
+from provisioner.terraform.inherit import Inherited
+from provisioner.terraform.render import VM_ADDRESS, snippet_volume_id
 from provisioner.terraform.runner import state_addresses
 
 log = structlog.get_logger(__name__)
 
-_SIZE_RE = re.compile(r"(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)(?:,|$)")
-_TO_GIB = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1, "T": 1024, "": 1 / 1024**3}
 
-
-def disk_gb(value: str) -> int | None:
-    """Size in GiB (rounded up) from a PVE disk option string like ``local:1/x.raw,size=8G``."""
-    m = _SIZE_RE.search(value)
-    if not m:
-        return None
-    gib = float(m.group(1)) * _TO_GIB[m.group(2)]
-    return max(1, int(-(-gib // 1)))
-
-
-class LiveSizes(TypedDict, total=False):
-    """The sizes a live VM config states (only the keys present)."""
-
-    cores: int
-    memory_mb: int
-    disk_gb: int
-
-
-def live_sizes(config: Mapping[str, object], disk_interface: str) -> LiveSizes:
-    """cores / memory_mb / disk_gb found in a VM config (only the keys present)."""
-    out: LiveSizes = {}
-    if str(config.get("cores", "")).isdigit():
-        out["cores"] = int(str(config["cores"]))
-    if str(config.get("memory", "")).isdigit():
-        out["memory_mb"] = int(str(config["memory"]))
-    size = disk_gb(str(config.get(disk_interface) or ""))
-    if size is not None:
-        out["disk_gb"] = size
-    return out
+def live_spec(spec: VMSpec, node: str, kept: Inherited, snippets_datastore: str) -> VMSpec:
+    """``spec`` with the live VM's node and sizes; its user data only if the VM already
+    reads the snippet we would reference (else a changed ``user_data_file_id``, which is
+    ForceNew, would replace the VM)."""
+    user_data = spec.user_data
+    if user_data is not None and \
+            kept.user_data_volume != snippet_volume_id(snippets_datastore, spec.name):
+        log.warning("tf.export.user_data_not_adopted", name=spec.name,
+                    vm_uses=kept.user_data_volume)
+        user_data = None
+    return dataclasses.replace(
+        spec, node=node, cores=kept.live_cores or spec.cores,
+        memory_mb=kept.live_memory_mb or spec.memory_mb, disk_gb=kept.disk.size_gb,
+        user_data=user_data)
 
 
 def export_vm(backend: TerraformBackend, spec: VMSpec, ref: VMRef, *,
               out_dir: Path | None = None) -> Path:
     """Verify ``ref`` is ours, then write its directory (default: the backend's directory for
     the VM); returns the directory. ``spec`` supplies what PVE does not store (subscription,
-    addresses, user data); sizes and power state come from the live VM."""
+    addresses, user data); everything else comes from the live VM."""
     vm = backend.api.status(ref)
     if vm is None:
         raise NotFound(0, f"VM {ref.vmid} ({ref.name}) does not exist or is not visible to "
                           f"token {backend.api.token_id}")
     backend.check_owned(vm, ref, "export")
-    # a read-only GET through the API backend (same token, TLS settings and error mapping)
-    config = backend.api.get_object(f"nodes/{vm.node}/qemu/{vm.vmid}/config")
-    spec = dataclasses.replace(spec, node=vm.node,
-                               **live_sizes(config, backend.settings.disk_interface))
+    kept = backend.inherited(vm.node, vm.vmid, live=True)
+    spec = live_spec(spec, vm.node, kept, backend.settings.snippets_datastore)
     try:
         template_node: str | None = backend.template_node(spec)
     except PveError:
         template_node = None  # clone is ignored after import; the template may be gone
     directory = Path(out_dir) if out_dir is not None else backend.directory(spec.name)
     adopt = VM_ADDRESS not in state_addresses(directory)
-    doc = backend.render(spec, adopt=adopt, started=vm.power == "running",
+    doc = backend.render(spec, inherited=kept, adopt=adopt, started=vm.power == "running",
                          template_node=template_node)
     backend.write(directory, doc)
     log.info("tf.export.done", vmid=vm.vmid, dir=str(directory), adopt=adopt)

@@ -1,10 +1,11 @@
 """Check a rendered document against ``bpg_proxmox.schema.json``.
 
 The bpg provider cannot be downloaded on every machine (so ``terraform validate`` is not
-always available), hence a hand-written JSON Schema of every attribute we emit. The
-``jsonschema`` package is not a dependency, so this module implements exactly the keywords
+always available), hence a JSON Schema of every attribute we emit, written from the provider's
+source at the pinned tag (modes, required fields, validators, ForceNew; see its ``$comment``).
+The ``jsonschema`` package is not a dependency, so this module implements exactly the keywords
 that schema uses - and refuses any other keyword, so the check can never silently pass
-because a keyword was ignored.
+because a keyword was ignored. ``x-`` keywords are annotations (:func:`annotated_paths`).
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ def _ref(value: Any, rule: Any, key: str, at: _At) -> bool:
 
 
 def _type(value: Any, rule: Any, key: str, at: _At) -> bool:
-    if _is_type(value, rule):
+    names = rule if isinstance(rule, list) else [rule]
+    if any(_is_type(value, name) for name in names):
         return True
-    at.out.append(f"{at.path}: expected {rule}, got {type(value).__name__}")
+    at.out.append(f"{at.path}: expected {' or '.join(names)}, got {type(value).__name__}")
     return False
 
 
@@ -180,13 +182,19 @@ def _one_of(value: Any, rule: Any, key: str, at: _At) -> bool:
     return True
 
 
+def _all_of(value: Any, rule: Any, key: str, at: _At) -> bool:
+    for option in rule:
+        _check(value, option, at.root, at.path, at.out)
+    return True
+
+
 _KEYWORDS: dict[str, _Keyword] = {
     "$ref": _ref, "type": _type, "const": _const, "enum": _enum, "pattern": _pattern,
     "minLength": _min_length, "minimum": _bound, "maximum": _bound,
     "minItems": _item_count, "maxItems": _item_count, "uniqueItems": _unique_items,
     "items": _items, "required": _required, "minProperties": _min_properties,
     "properties": _properties, "additionalProperties": _additional_properties,
-    "oneOf": _one_of,
+    "oneOf": _one_of, "allOf": _all_of,
 }
 
 
@@ -209,3 +217,24 @@ def validate(doc: Any, schema: Schema | None = None) -> list[str]:
     out: list[str] = []
     _check(doc, root, root, "$", out)
     return out
+
+
+def annotated_paths(annotation: str, schema: Schema | None = None) -> dict[str, Any]:
+    """Every property path (``a.b[].c``, from the document root) whose schema carries the
+    ``x-`` ``annotation``, with its value - e.g. ``x-force-new`` or ``x-mode``."""
+    root = schema if schema is not None else load_schema()
+    found: dict[str, Any] = {}
+    _collect(root, root, "", annotation, found)
+    return found
+
+
+def _collect(node: Schema, root: Schema, path: str, annotation: str,
+             found: dict[str, Any]) -> None:
+    if "$ref" in node:
+        _collect(_resolve(root, node["$ref"]), root, path, annotation, found)
+    if annotation in node and path:
+        found[path] = node[annotation]
+    for name, sub in (node.get("properties") or {}).items():
+        _collect(sub, root, f"{path}.{name}" if path else name, annotation, found)
+    if isinstance(node.get("items"), dict):
+        _collect(node["items"], root, f"{path}[]", annotation, found)

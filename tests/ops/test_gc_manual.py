@@ -14,6 +14,7 @@ from provisioner.inventory import Inventory, ManualRequest, Pools
 from provisioner.storage.sqlite_db import connect
 
 EXPIRES, GRACE = 1_000_000, 86_400
+DAY = 86_400
 STATES = ("reserved", "created", "running", "stopped", "destroyed")
 
 
@@ -77,3 +78,31 @@ def test_execute_routes_manual_verdicts_and_records_failures() -> None:
     assert [v.result for v in done] == ["done", "done"]
     failed = execute([manual], lambda *_: None)  # no manual applier: recorded, not raised
     assert failed[0].result.startswith("failed")
+
+
+def test_still_due_allows_only_the_same_step_or_a_stop_before_a_destroy() -> None:
+    from listener.ops.gc_recheck import still_due
+
+    assert still_due(Action.STOP, Action.STOP) and still_due(Action.STOP, Action.DESTROY)
+    assert still_due(Action.DESTROY, Action.DESTROY)
+    assert not still_due(Action.DESTROY, Action.STOP) and not still_due(Action.STOP, None)
+    assert not still_due(Action.DESTROY, None) and not still_due(Action.STOP, Action.START)
+
+
+def test_a_manual_vm_extended_after_the_plan_is_skipped(tmp_path: Path) -> None:
+    from listener.ops.gc import recheck_manual
+
+    conn = connect(tmp_path / "gc.db")
+    inventory = Inventory(conn)
+    box = inventory.reserve("box", pools=POOLS, node="pve1",
+                            manual=ManualRequest("{}", EXPIRES - 10))
+    inventory.set_state(box.id, "running")
+    [verdict] = plan_manual(inventory, now=EXPIRES, grace_seconds=GRACE)
+    assert recheck_manual(inventory, verdict, now=EXPIRES, grace_seconds=GRACE) is None
+    conn.execute("UPDATE manual_vms SET expires_at = ? WHERE vm_id = ?",
+                           (EXPIRES + DAY, box.id))
+    changed = recheck_manual(inventory, verdict, now=EXPIRES, grace_seconds=GRACE)
+    assert changed == "skipped: now due for nothing"
+    inventory.release(box.id)
+    assert recheck_manual(inventory, verdict, now=EXPIRES, grace_seconds=GRACE) == \
+        "skipped: the VM is gone or was replaced since the plan"

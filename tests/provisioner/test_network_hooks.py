@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from provisioner.network_hooks import (
+    OUTPUT_CAP,
     HookFailed,
     VMFacts,
     hook_environment,
     run_hooks,
     validate_hook,
 )
+from tests.support.paths import REPO_ROOT
 
 FACTS = VMFacts(name="blockhost-7", vmid=100007, node="pve1", bridge="vmbr0",
                 ipv4="192.168.122.207/24", ipv6="2001:db8::7/128", subscription_id=7)
@@ -106,3 +115,100 @@ def test_absent_addresses_are_empty_and_unknown_events_rejected() -> None:
     assert env["PATH"]
     with pytest.raises(ValueError):
         hook_environment("rebooted", FACTS)
+
+
+def _gone(pid: int) -> bool:
+    """Dead, or a zombie waiting for whoever adopted it to reap it."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def _wait_gone(pid: int) -> bool:
+    for _ in range(200):
+        if _gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``call`` on a daemon thread (a hang must not hang the test run)."""
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test to assert on
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, raised
+
+
+# A hook that starts a grandchild in a session of its own (out of the hook's process group),
+# which keeps the hook's stdout and stderr open, then both sleep for ten minutes.
+ESCAPING = ("import os, sys, time\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os.setsid()\n"
+            "    time.sleep(600)\n"
+            "    os._exit(0)\n"
+            "open(sys.argv[1], 'w').write(f'{os.getpid()} {pid}')\n"
+            "print('started a helper', flush=True)\n"
+            "time.sleep(600)\n")
+
+
+def test_a_grandchild_holding_the_pipes_cannot_stretch_the_timeout(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    thread, raised = _in_thread(lambda: run_hooks(
+        [[sys.executable, "-c", ESCAPING, str(pids)]], "created", FACTS, timeout=1.0))
+    try:
+        thread.join(60)  # not a duration check: only a step that never returns fails here
+        assert not thread.is_alive(), "the step still waits for a grandchild after the kill"
+        assert len(raised) == 1 and isinstance(raised[0], HookFailed)
+        assert "timed out after 1s" in str(raised[0])
+        assert "1 process(es) it left holding its output" in str(raised[0])
+        assert raised[0].results[0].stdout == "started a helper\n"
+        assert all(_wait_gone(int(pid)) for pid in pids.read_text().split())
+    finally:
+        for pid in pids.read_text().split() if pids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+# Prints 128 MiB and a last line on stderr, then hangs.
+FLOOD = ("import sys, time\n"
+         "chunk = b'x' * (1 << 20)\n"
+         "for _ in range(128):\n"
+         "    sys.stdout.buffer.write(chunk)\n"
+         "sys.stdout.flush()\n"
+         "sys.stderr.write('no route to 2001:db8::7\\n'); sys.stderr.flush()\n"
+         "time.sleep(600)\n")
+
+MEASURE = ("import json, resource, sys\n"
+           "from provisioner.network_hooks import HookFailed, VMFacts, run_hooks\n"
+           "facts = VMFacts(name='blockhost-7', vmid=100007, node='pve1', bridge='vmbr0')\n"
+           "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+           "try:\n"
+           "    run_hooks([[sys.executable, '-c', sys.argv[1]]], 'created', facts, timeout=5)\n"
+           "except HookFailed as exc:\n"
+           "    result = exc.results[0]\n"
+           "    print(json.dumps({'error': str(exc), 'stdout': result.stdout,\n"
+           "                      'stderr': result.stderr, 'grew_kib': resource.getrusage(\n"
+           "                          resource.RUSAGE_SELF).ru_maxrss - before}))\n")
+
+
+def test_a_flood_of_output_is_capped_and_the_hook_still_times_out() -> None:
+    done = subprocess.run([sys.executable, "-c", MEASURE, FLOOD], capture_output=True,
+                          cwd=REPO_ROOT, timeout=120, check=True)
+    report = json.loads(done.stdout.splitlines()[-1])  # after the log lines
+    assert "timed out after 5s" in report["error"]
+    assert report["grew_kib"] < 32 * 1024  # 128 MiB went through; only the tail was kept
+    note, kept = report["stdout"].split("\n", 1)
+    assert kept == "x" * OUTPUT_CAP
+    assert note == f"[{128 * 2**20 - OUTPUT_CAP} earlier bytes dropped]"
+    assert report["stderr"] == "no route to 2001:db8::7\n"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from eth_account import Account
 from web3 import Web3
 
-from listener.chain.contracts import deploy_contract, load_abi
+from listener.chain.contracts import deploy_contract, load_abi, send_transaction
 from listener.chain.events import decode_log
 from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil
 from listener.devkit.fault_proxy import ProxySettings, RpcProxy
@@ -115,3 +115,31 @@ def test_an_rpc_outage_while_minting_dead_letters_nothing_and_mints_once(
     assert token is not None and world.vm(1).state == "running"
     contract = direct.eth.contract(address=nft, abi=load_abi("AccessCredentialNFT"))
     assert contract.functions.totalSupply().call() == 1
+
+
+def test_waiting_on_an_unfunded_signer_writes_no_new_rows(world: World, anvil: Anvil) -> None:
+    """Issue 13 item 9: a subscription waiting on a signer with no ETH used to add steps rows
+    on every loop (millions a day); now the first wait writes them, repeats write nothing."""
+    owner = Account.from_key(DEV_PRIVATE_KEYS[0])
+    broke = Account.create()
+    w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 30}))
+    nft, _ = deploy_contract(w3, owner, "AccessCredentialNFT", "Access", "BHA", "")
+    contract = w3.eth.contract(address=nft, abi=load_abi("AccessCredentialNFT"))
+    send_transaction(w3, owner, contract.functions.transferOwnership(broke.address))
+    txm = TxManager(w3, TxStore(world.store.conn), broke, fees=FeePolicy.from_gwei(500, 1),
+                    confirmations=0, receipt_timeout=1.0, poll_interval=0.05)
+    world.services.minter = NftMinter(txm, nft)
+    reconciler = Reconciler(world.services, choose_node=lambda _size: "pve1")
+    world.store.journal_batch([decode_log(created_log(1))], to_block=101,
+                              to_hash="0x" + "ab" * 32, to_timestamp=1, block_times={})
+
+    def rows() -> int:
+        return int(world.store.conn.execute("SELECT COUNT(*) FROM steps").fetchone()[0])
+
+    assert reconciler.reconcile(1, EXPIRES - 100) == "mint" and reconciler.waiting
+    after_first = rows()
+    for _ in range(10):
+        assert reconciler.reconcile(1, EXPIRES - 100) == "mint"
+    assert rows() == after_first
+    assert world.progress.of(1).attempts == 0  # waiting is not failing
+    assert DeadLetters(world.store.conn).open_count() == 0

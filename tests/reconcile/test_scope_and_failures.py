@@ -25,6 +25,8 @@ from listener.reconcile.decide import (
     permitted,
 )
 from listener.reconcile.failures import Failure, classify, is_classified
+from listener.reconcile.progress import Progress
+from listener.reconcile.reconciler import due, wait_delay
 from listener.writeback.txmanager import TxFailed, TxNodeError
 from provisioner.cloudinit import TemplateError
 from provisioner.errors import (
@@ -155,3 +157,12 @@ def test_unclassified_errors_are_told_apart_for_the_log() -> None:
     assert is_classified(Locked(500, "x")) and is_classified(OSError())
     assert is_classified(Web3RPCError("x"))
     assert not is_classified(ValueError("x")) and not is_classified(KeyError("x"))
+
+
+def test_waiting_on_the_chain_backs_off_without_counting_as_failure() -> None:
+    assert [wait_delay(n) for n in range(8)] == [0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    fresh = Progress()
+    assert due(1, fresh, 100.0, {1: 99.0}) and not due(1, fresh, 100.0, {1: 99.0}, waits=1)
+    assert due(1, fresh, 101.0, {1: 99.0}, waits=1)
+    failing = Progress(attempts=3, last_error="x")  # the larger of the two delays applies
+    assert not due(1, failing, 106.0, {1: 99.0}, waits=1) and due(1, failing, 107.0, {1: 99.0})

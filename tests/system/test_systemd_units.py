@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from listener.cli.parser import build_parser
+from listener.runtime.liveness import longest_blocking_call
+from listener.runtime.wiring import http_provider
 from tests.support.paths import REPO_ROOT
 
 UNITS = REPO_ROOT / "systemd"
@@ -43,3 +45,14 @@ def test_gc_timer_triggers_the_gc_service() -> None:
     timer = read_unit(UNITS / "blockhost-gc.timer")
     assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == "timers.target"
     assert (UNITS / "blockhost-gc.service").exists()
+
+
+def test_watchdog_outlasts_the_longest_blocking_call_of_the_loop() -> None:
+    """WatchdogSec covers one RPC call with all its retries, one minter web3 call, one SQLite
+    busy wait and one idle slice (the arithmetic is in the unit file's comment)."""
+    retry = http_provider("http://127.0.0.1:1").exception_retry_configuration
+    assert retry is not None
+    bound = longest_blocking_call(web3_retries=retry.retries,
+                                  web3_backoff_factor=retry.backoff_factor)
+    watchdog = int(read_unit(UNITS / "blockhost-listener.service")["Service"]["WatchdogSec"])
+    assert watchdog > bound >= 488

@@ -3,6 +3,7 @@ refusal classes and nonce trouble. Every test gets its own chain (fresh nonces, 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,16 +15,19 @@ from web3 import Web3
 
 from listener.chain.contracts import deploy_contract
 from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil
+from listener.devkit.fault_proxy import RpcProxy
 from listener.writeback.fees import GWEI, FeePolicy, Fees
 from listener.writeback.nft import MintRequest, NftMinter, mint_key
 from listener.writeback.send_errors import SendOutcome, classify_send_error
 from listener.writeback.tx_store import TxStore
 from listener.writeback.txmanager import (
+    MAX_RECEIPT_POLL,
     SignerUnhealthy,
     TxCall,
     TxFailed,
     TxManager,
     TxPending,
+    receipt_poll_delays,
 )
 
 OWNER, ALICE = (Account.from_key(k) for k in DEV_PRIVATE_KEYS[:2])
@@ -137,6 +141,29 @@ def test_waits_for_the_confirmation_depth(anvil: Anvil, tmp_path: Path) -> None:
     mine(env.w3, 2)
     assert env.minter.mint(mint_key(1), 1, request()) == 0
     assert env.minter.total_supply() == 1
+
+
+def test_receipt_polls_back_off() -> None:
+    delays = receipt_poll_delays(0.2)
+    first = [next(delays) for _ in range(8)]
+    assert first[:4] == pytest.approx([0.2, 0.3, 0.45, 0.675])
+    assert first[-1] == MAX_RECEIPT_POLL and all(b >= a for a, b in itertools.pairwise(first))
+    slow = receipt_poll_delays(5.0)  # a configured interval above the cap is kept as it is
+    assert [next(slow) for _ in range(3)] == [5.0, 5.0, 5.0]
+
+
+def test_waiting_for_a_receipt_looks_less_and_less_often(anvil: Anvil, tmp_path: Path) -> None:
+    """Issue 13 item 9: a mint waiting for its block used to look every 0.2 s (~5 calls a
+    look) for its whole timeout; now the looks thin out."""
+    with RpcProxy(anvil.url) as proxy:
+        env = make_env(anvil, tmp_path / "tx.db")
+        env.txm.w3 = Web3(Web3.HTTPProvider(proxy.url, request_kwargs={"timeout": 30}))
+        env.txm.receipt_timeout = 4.0
+        rpc(env.w3, "evm_setAutomine", False)  # the mint never gets its block
+        with pytest.raises(TxPending):
+            env.minter.mint(mint_key(1), 1, request())
+        looks = proxy.methods["eth_getTransactionReceipt"]
+    assert 1 <= looks <= 12  # a fixed 0.2 s interval made 21 looks in 4 s here
 
 
 def test_reorg_dropping_a_mined_mint_resends_the_same_bytes(anvil: Anvil, tmp_path: Path) -> None:

@@ -21,11 +21,14 @@ IMPORTED_IMAGE_SIZE = 3584 * 1024**2
 _PLUGIN_TYPES = (("local", "dir"), ("local-lvm", "lvmthin"))
 
 
-def storage_resources(node_names: Iterable[str]) -> list[Entry]:
-    """The ``type: storage`` entries of ``/cluster/resources``."""
+def storage_resources(node_names: Iterable[str], *, shared_local: bool = False) -> list[Entry]:
+    """The ``type: storage`` entries of ``/cluster/resources``. With ``shared_local`` (a
+    simulator run with a snippets directory: every node reads that one directory) storage
+    ``local`` is shared, as an NFS-backed one flagged ``shared`` would be."""
     return [{"id": f"storage/{name}/{sid}", "type": "storage", "node": name, "storage": sid,
              "content": STORAGES[sid], "plugintype": ptype, "status": "available",
-             "shared": 0, "maxdisk": 500 * GIB, "disk": 50 * GIB}
+             "shared": int(shared_local and sid == "local"), "maxdisk": 500 * GIB,
+             "disk": 50 * GIB}
             for name in sorted(node_names) for sid, ptype in _PLUGIN_TYPES]
 
 

@@ -40,7 +40,8 @@ class ClusterReads:
             if rtype in (None, "node"):
                 out.extend(self._node_entries())
             if rtype in (None, "storage"):
-                out.extend(storage_resources(self.store.state["nodes"]))
+                out.extend(storage_resources(self.store.state["nodes"],
+                                             shared_local=self.store.cfg.snippets_dir is not None))
             return out
 
     def _vm_resources(self, token_id: str) -> list[Entry]:

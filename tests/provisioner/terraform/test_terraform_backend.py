@@ -25,7 +25,8 @@ from provisioner.errors import AlreadyExists, NotFound, OwnershipMismatch
 from provisioner.proxmox.backend import ProxmoxAPIBackend
 from provisioner.pvesim.launcher import PveSim
 from provisioner.terraform.backend import TerraformBackend, build_terraform_backend
-from provisioner.terraform.export import disk_gb, export_vm
+from provisioner.terraform.export import export_vm
+from provisioner.terraform.inherit import disk_gb
 from provisioner.terraform.render import MAIN_FILE, VM_RESOURCE
 from provisioner.terraform.runner import TerraformError, TerraformNotInstalled
 from provisioner.terraform.schema import validate
@@ -216,3 +217,58 @@ def _has_terraform() -> bool:
     import shutil
 
     return shutil.which("terraform") is not None
+
+
+def test_create_renders_a_clone_with_the_templates_choices(backend: TerraformBackend,
+                                                           sim: PveSim) -> None:
+    """The template's own settings, read through the API, are stated in the file, so the
+    provider's defaults (qemu64, no balloon, local-lvm) never overwrite them on clone."""
+    with pytest.raises(TerraformNotInstalled):
+        backend.create(make_spec(vmid=210))
+    vm = json.loads((backend.directory("blockhost-42") / MAIN_FILE).read_text()
+                    )["resource"][VM_RESOURCE]["vm"]
+    template = sim.vm(9001)["config"]
+    storage = template["ide2"].split(":")[0]
+    assert vm["cpu"]["type"] == "kvm64" and vm["memory"] == {"dedicated": 3072,
+                                                             "floating": 3072}
+    assert vm["initialization"]["datastore_id"] == storage
+    assert vm["disk"][0]["datastore_id"] == template["scsi0"].split(":")[0]
+
+
+def test_create_over_an_existing_vm_renders_it_as_it_is(api: ProxmoxAPIBackend,
+                                                        backend: TerraformBackend) -> None:
+    """An existing VM of ours (a crash between clone and state) is imported as it is: on its
+    own node, with what the provider reads back from it."""
+    ref = api.create(make_spec(vmid=211, user_data=None))
+    with pytest.raises(TerraformNotInstalled):
+        backend.create(make_spec(vmid=211, user_data=None, node="pve1"))
+    doc = json.loads((backend.directory("blockhost-42") / MAIN_FILE).read_text())
+    vm = doc["resource"][VM_RESOURCE]["vm"]
+    assert doc["import"][0]["id"] == f"{ref.node}/211" and vm["node_name"] == ref.node
+    assert vm["cpu"]["type"] == "qemu64" and vm["memory"]["floating"] == 0
+    assert validate(doc) == []
+
+
+def test_export_references_only_the_snippet_the_vm_already_uses(sim: PveSim,
+                                                                 api: ProxmoxAPIBackend,
+                                                                 backend: TerraformBackend
+                                                                 ) -> None:
+    """``user_data_file_id`` is ForceNew: the export states it only when it equals the VM's
+    own ``cicustom`` (then the first apply replaces nothing), else leaves user data out."""
+    with_snippets = api_backend(sim, snippets_dir=sim.snippets_dir, poll_interval=0.02,
+                                task_timeout=20, timeout=10)
+    ref = with_snippets.create(make_spec(vmid=212))
+    directory = export_vm(backend, make_spec(vmid=212), ref, out_dir=backend.root / "a")
+    doc = json.loads((directory / MAIN_FILE).read_text())
+    cicustom = str(api.get_object(f"nodes/{ref.node}/qemu/212/config")["cicustom"])
+    init = doc["resource"][VM_RESOURCE]["vm"]["initialization"]
+    assert cicustom == f"user={init['user_data_file_id']}"
+    assert "proxmox_virtual_environment_file" in doc["resource"]
+
+    plain = api.create(make_spec(vmid=213, sub=43, user_data=None))
+    directory = export_vm(backend, make_spec(vmid=213, sub=43), plain,
+                          out_dir=backend.root / "b")
+    doc = json.loads((directory / MAIN_FILE).read_text())
+    init = doc["resource"][VM_RESOURCE]["vm"]["initialization"]
+    assert "user_data_file_id" not in init and init["user_account"] == {"username": "alice"}
+    assert "proxmox_virtual_environment_file" not in doc["resource"] and validate(doc) == []

@@ -28,6 +28,7 @@ from provisioner.terraform.render import (
     render_vm_bytes,
 )
 from provisioner.terraform.schema import load_schema, provider_version_of_schema, validate
+from tests.provisioner.terraform.pve_configs import TEMPLATE
 
 SETTINGS = RenderSettings(endpoint="https://pve.example:8006/")
 
@@ -88,7 +89,7 @@ def test_rendered_documents_match_the_schema(variant: str) -> None:
         kwargs["template_node"] = "pve2"
     elif variant == "stopped":
         kwargs["started"] = False
-    doc = render_vm(spec, SETTINGS, **kwargs)
+    doc = render_vm(spec, SETTINGS, inherited=TEMPLATE, **kwargs)
     assert validate(doc) == []
     vm = vm_of(doc)
     # the essentials the issue asks for, explicitly
@@ -110,12 +111,14 @@ def test_rendered_documents_match_the_schema(variant: str) -> None:
         assert init["user_account"] == {"username": "admin"} and FILE_RESOURCE not in doc["resource"]
     else:
         assert "user_account" not in init
-        assert init["user_data_file_id"] == f"${{{FILE_RESOURCE}.user_data.id}}"
+        assert init["user_data_file_id"] == "local:snippets/blockhost-42-user.yaml"
+        assert vm["depends_on"] == [f"{FILE_RESOURCE}.user_data"]
 
 
 def test_a_manual_vm_renders_its_own_marker_and_tag() -> None:
     """`vm create` VMs serve no subscription: ``sub=manual`` and the ``manual`` tag."""
-    doc = render_vm(make_spec(subscription_id=None, name="box-1", tags=("plan-x",)), SETTINGS)
+    doc = render_vm(make_spec(subscription_id=None, name="box-1", tags=("plan-x",)), SETTINGS,
+                    inherited=TEMPLATE)
     assert validate(doc) == []
     vm = vm_of(doc)
     assert vm["description"].split("\n", 1)[0] == "managed-by=blockhost;sub=manual;name=box-1"
@@ -123,7 +126,7 @@ def test_a_manual_vm_renders_its_own_marker_and_tag() -> None:
 
 
 def test_provider_version_is_pinned_and_matches_the_schema() -> None:
-    doc = render_vm(make_spec(), SETTINGS)
+    doc = render_vm(make_spec(), SETTINGS, inherited=TEMPLATE)
     pin = doc["terraform"]["required_providers"]["proxmox"]
     assert pin == {"source": "bpg/proxmox", "version": f"= {PROVIDER_VERSION}"}
     assert provider_version_of_schema() == PROVIDER_VERSION
@@ -158,7 +161,7 @@ def _mutations() -> list[tuple[str, Any]]:
 
 @pytest.mark.parametrize(("what", "mutate"), _mutations())
 def test_schema_check_rejects_what_we_must_never_emit(what: str, mutate: Any) -> None:
-    doc = render_vm(make_spec(), SETTINGS)
+    doc = render_vm(make_spec(), SETTINGS, inherited=TEMPLATE)
     bad = copy.deepcopy(doc)
     mutate(bad)
     assert validate(bad), what
@@ -173,8 +176,9 @@ def test_schema_checker_refuses_unknown_keywords() -> None:
 
 
 def test_same_input_renders_byte_identical_files(tmp_path: Path) -> None:
-    a = render_vm_bytes(make_spec(), SETTINGS)
-    b = render_vm_bytes(make_spec(tags=("sub-42", "blockhost", "sub-42")), SETTINGS)
+    a = render_vm_bytes(make_spec(), SETTINGS, inherited=TEMPLATE)
+    b = render_vm_bytes(make_spec(tags=("sub-42", "blockhost", "sub-42")), SETTINGS,
+                        inherited=TEMPLATE)
     assert a == b  # tag order/duplicates do not matter
     assert a.endswith(b"\n") and json.loads(a)  # plain JSON
 
@@ -183,9 +187,10 @@ def test_same_input_renders_byte_identical_files(tmp_path: Path) -> None:
     path = directory / MAIN_FILE
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     os.utime(path, ns=(1, 1))
-    assert write_main(directory, render_vm_bytes(make_spec(), SETTINGS)) is False
+    again = render_vm_bytes(make_spec(), SETTINGS, inherited=TEMPLATE)
+    assert write_main(directory, again) is False
     assert path.stat().st_mtime_ns == 1  # untouched
-    changed = render_vm_bytes(make_spec(cores=4), SETTINGS)
+    changed = render_vm_bytes(make_spec(cores=4), SETTINGS, inherited=TEMPLATE)
     assert changed != a and write_main(directory, changed) is True
     assert path.read_bytes() == changed
 
@@ -195,7 +200,7 @@ def test_invalid_specs_are_rejected_before_rendering() -> None:
                 {"username": "a,b=c"}, {"tags": ("ok", "${x}")}, {"ipv4_cidr": "10.0.0.1"},
                 {"gateway6": "10.0.0.1"}, {"pool": "${var.x}"}, {"node": "pve1\n"}):
         with pytest.raises(ValueError):
-            render_vm(make_spec(**bad), SETTINGS)
+            render_vm(make_spec(**bad), SETTINGS, inherited=TEMPLATE)
     with pytest.raises(ValueError):
         vm_dir(Path("/tmp"), "../etc")
 
@@ -224,13 +229,12 @@ def test_escape_is_a_literal_round_trip(text: str) -> None:
 def test_hostile_user_data_never_breaks_json_or_interpolates(user_data: str,
                                                              extra_tag: str) -> None:
     raw = render_vm_bytes(make_spec(user_data=user_data, tags=("blockhost", extra_tag)),
-                          SETTINGS)
+                          SETTINGS, inherited=TEMPLATE)
     doc = json.loads(raw.decode("utf-8"))  # the file is valid JSON whatever the input
     assert validate(doc) == []
     data = doc["resource"][FILE_RESOURCE]["user_data"]["source_raw"]["data"]
     assert hcl_template_literal(data) == user_data
-    # every other string in the document is a literal too, except the one reference we mean
-    intended = {f"${{{FILE_RESOURCE}.user_data.id}}"}
+    # every other string in the document is a literal too (no interpolation at all)
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
@@ -239,7 +243,7 @@ def test_hostile_user_data_never_breaks_json_or_interpolates(user_data: str,
         elif isinstance(node, list):
             for value in node:
                 walk(value)
-        elif isinstance(node, str) and node not in intended:
+        elif isinstance(node, str):
             hcl_template_literal(node)
 
     walk(doc)
@@ -249,7 +253,7 @@ def test_hostile_user_data_never_breaks_json_or_interpolates(user_data: str,
 def test_hostile_names_are_rejected_or_harmless(name: str, username: str) -> None:
     try:
         raw = render_vm_bytes(make_spec(name=name or "x", username=username or "u",
-                                        user_data=None), SETTINGS)
+                                        user_data=None), SETTINGS, inherited=TEMPLATE)
     except ValueError:
         return
     doc = json.loads(raw)
