@@ -11,7 +11,7 @@ setup: $(STAMP_PY) $(STAMP_JS)
 
 $(STAMP_PY): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,demo]'
 	touch $@
 
 $(STAMP_JS): package.json package-lock.json
@@ -23,7 +23,7 @@ demo: setup
 
 # ruff (rules in pyproject.toml) and mypy (strict on listener/ and provisioner/): part of `make test`.
 lint: setup
-	$(VENV)/bin/ruff check --no-cache listener provisioner bench tests
+	$(VENV)/bin/ruff check --no-cache listener provisioner blockhost_data bench tests
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collects nothing: that is a failure, not a pass.

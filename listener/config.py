@@ -236,6 +236,16 @@ class VmConfig(_Section):
     username: str = Field(default="admin", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     name_prefix: str = Field(default="blockhost-", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9.-]*$")
     cloud_init_template: str = Field(default="nft-auth", pattern=r"^[A-Za-z0-9_.-]+$")
+    #: The public RPC endpoint tenants' VMs are given ("" = none); never chain.rpc_urls,
+    #: which may carry the operator's API key.
+    rpc_url: str = ""
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _check_rpc_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/?#]+(/\S*)?", value):
+            raise ValueError("must be an http(s):// URL (or empty: VMs get no RPC endpoint)")
+        return value
 
 
 class GcConfig(_Section):

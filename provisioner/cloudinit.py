@@ -50,6 +50,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from blockhost_data import packaged_dir
 from provisioner.cloudinit_yaml import dump_yaml
 from provisioner.usernames import validate_username
 
@@ -68,7 +69,8 @@ __all__ = [
 ]
 
 SYSTEM_TEMPLATE_DIR = Path("/usr/share/blockhost/cloud-init/templates")
-REPO_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init" / "templates"
+#: The templates shipped as package data (in a source checkout, ``cloud-init/templates`` itself).
+REPO_TEMPLATE_DIR = packaged_dir("templates")
 #: Searched in this order, after any ``extra_dirs`` given to :func:`find_template`.
 TEMPLATE_DIRS: tuple[Path, ...] = (SYSTEM_TEMPLATE_DIR, REPO_TEMPLATE_DIR)
 

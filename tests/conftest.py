@@ -3,7 +3,8 @@
 Anvil: ``anvil`` (one chain per test), ``module_anvil`` (one per module), ``w3`` (web3 on
 ``anvil``) and ``chain`` (``module_anvil`` carrying the module's ``PER_BLOCK`` emitter logs).
 Simulator: ``pvesim`` (one root-token simulator per test) and ``module_sims`` (starts the
-simulators a module shares, each test resetting the one it uses).
+simulators a module shares, each test resetting the one it uses). Both: ``dev_env`` (what
+``blockhost demo`` runs on, for tests that start the real listener).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from web3 import Web3
 
 from listener.devkit.devchain import Anvil, start_anvil
+from listener.devkit.devenv import DevEnv, start_dev_env
 from listener.devkit.fault_proxy import emit_logs, install_log_emitter
 from provisioner.pvesim.launcher import PveSim
 from tests.support.pve import StartSim, start_sim
@@ -82,3 +84,15 @@ def module_sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartSim]:
     finally:
         for sim in started:
             sim.stop()
+
+
+@pytest.fixture
+def dev_env(tmp_path: Path) -> Iterator[DevEnv]:
+    """anvil + contracts + the simulator + a config for the real listener (2 confirmations,
+    1 grace day, fast clones); the listener itself is started by the test."""
+    environment = start_dev_env(tmp_path / "env", confirmations=2, grace_days=1,
+                                clone_seconds=0.2)
+    try:
+        yield environment
+    finally:
+        environment.close()

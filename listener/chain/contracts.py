@@ -29,15 +29,13 @@ from web3.types import TxParams, TxReceipt
 if TYPE_CHECKING:
     from eth_typing import ABIError
 
+from blockhost_data import packaged_dir
 from listener.errors import BlockhostError, UserError
 
-#: Where the committed artifacts live: ``<repo>/contracts/artifacts``, found relative to this
-#: file so it works from any working directory. ``BLOCKHOST_ARTIFACT_DIR`` overrides it (for an
-#: installation that ships the artifacts elsewhere).
-ARTIFACT_DIR = Path(
-    os.environ.get("BLOCKHOST_ARTIFACT_DIR")
-    or Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
-)
+#: Where the committed artifacts are read: the package data ``blockhost_data/artifacts`` (in a
+#: source checkout, ``contracts/artifacts`` itself), so it works from a wheel and from any working
+#: directory. ``BLOCKHOST_ARTIFACT_DIR`` overrides it (for artifacts shipped elsewhere).
+ARTIFACT_DIR = Path(os.environ.get("BLOCKHOST_ARTIFACT_DIR") or packaged_dir("artifacts"))
 
 #: Decimals of the mock stablecoin deployed on dev chains (USDC has 6).
 MOCK_STABLECOIN_DECIMALS = 6

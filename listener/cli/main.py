@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from listener.cli import (
+    backup,
     contracts,
     demo,
     dlq,
@@ -31,6 +32,7 @@ from listener.cli import (
 from listener.cli.output import PROG, failure_line, print_error
 from listener.cli.parser import build_parser
 from listener.errors import BlockhostError
+from listener.redact import redact
 from provisioner.errors import ProvisionerError
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -44,6 +46,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reorg": reorg.run,
     "gc": gc.run,
     "dlq": dlq.run,
+    "backup": backup.run,
     "vm": vm.run,
     "template": template.run,
     "demo": demo.run,
@@ -69,12 +72,12 @@ def _run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # the reader left (`| head`): say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (BlockhostError, ProvisionerError, OSError) as exc:
-        print_error(failure_line(exc))
+        print_error(redact(failure_line(exc)))
     except Exception as exc:  # last resort: one line, a traceback on request
         if os.environ.get("BLOCKHOST_DEBUG"):
             raise
-        print_error(f"unexpected {type(exc).__name__}: {str(exc)[:300]}; rerun with "
-                    "BLOCKHOST_DEBUG=1 for a traceback and report it")
+        print_error(redact(f"unexpected {type(exc).__name__}: {str(exc)[:300]}; rerun with "
+                           "BLOCKHOST_DEBUG=1 for a traceback and report it"))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
     return 1

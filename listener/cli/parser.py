@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_group in (_add_listen, _add_status, _add_keys, _add_contracts, _add_user, _add_mint,
                       _add_replay, _add_reorg, _add_vm, _add_template, _add_gc, _add_dlq,
-                      _add_demo):
+                      _add_backup, _add_demo):
         add_group(commands)
     return parser
 
@@ -264,6 +264,19 @@ def _add_dlq(commands: Commands) -> None:
     drop = actions.add_parser(
         "drop", help="give up until new chain facts arrive for the subscription")
     drop.add_argument("id", type=int, metavar="ID")
+
+
+def _add_backup(commands: Commands) -> None:
+    backup = commands.add_parser(
+        "backup", help="a verified copy of the database, safe while the listener runs")
+    where = backup.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="the backup file (created 0600)")
+    where.add_argument("--dir", type=Path,
+                       help="write DIR/blockhost-<UTC time>.db (DIR made 0700 if missing)")
+    backup.add_argument("--keep", type=int, default=None,
+                        help="with --dir: keep the newest N dated backups (default 14)")
+    backup.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    backup.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
 def _add_demo(commands: Commands) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 from listener.errors import UserError
 from provisioner.processes import terminate
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
 
 #: anvil's first default development account (well known, funded, never for real money).
@@ -31,15 +30,25 @@ DEV_PRIVATE_KEYS = (
 )
 
 
+def _npm_anvil() -> str | None:
+    """The pinned npm anvil in the nearest ``node_modules`` above this file or the working
+    directory (as node resolves packages): a source checkout, or a venv made inside one."""
+    cwd = Path.cwd().resolve()
+    for base in (*Path(__file__).resolve().parents, cwd, *cwd.parents):
+        found = sorted(glob.glob(str(base / "node_modules/@foundry-rs/anvil-*/bin/anvil")))
+        if found:
+            return found[0]
+    return None
+
+
 def find_anvil() -> str:
     """Locate the anvil binary: $BLOCKHOST_ANVIL, the pinned npm package, then PATH."""
     explicit = os.environ.get("BLOCKHOST_ANVIL")
     if explicit:
         return explicit
-    pattern = str(REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-*" / "bin" / "anvil")
-    found = sorted(glob.glob(pattern))
+    found = _npm_anvil()
     if found:
-        return found[0]
+        return found
     on_path = shutil.which("anvil")
     if on_path:
         return on_path

@@ -194,6 +194,8 @@ def config_document(workdir: Path, *, rpc_url: str, deployment: dict[str, Any], 
                         "gateway": "10.77.0.1"},
             "vmid_range": {"start": 100000, "end": 100499},
         },
+        # the dev chain is loopback and keyless, so tenants may use it as their public RPC
+        "vm": {"rpc_url": rpc_url},
         "gc": {"grace_days": grace_days},
         "db": {"path": str(workdir / "blockhost.db")},
         "metrics": {"listen": "127.0.0.1:0"},  # the bound port is in the listener's log

@@ -12,6 +12,7 @@ from listener.reconcile.dead_letters import DeadLetters
 from listener.reconcile.decide import paid_unserved_seconds
 from listener.reconcile.observe import facts_of, subscription_state
 from listener.reconcile.progress import Progress, ProgressStore
+from listener.redact import redact
 from listener.writeback.tx_store import TxStore
 from provisioner.inventory import Inventory
 
@@ -42,8 +43,12 @@ def snapshot(config: Config, store: Store, inventory: Inventory) -> dict[str, An
             for sub in store.subscriptions()],
         "dead_letters": DeadLetters(store.conn).open_count(),
         "pending_transactions": txs.pending_count(),
-        "signer_alerts": [f"{a.kind}: {a.message}" for a in txs.alerts()],
+        "signer_alerts": [redact(f"{a.kind}: {a.message}") for a in txs.alerts()],
     }
+
+
+def _redacted(text: str | None) -> str | None:
+    return None if text is None else redact(text)
 
 
 def _chain_doc(chain: ChainState, store: Store) -> dict[str, Any]:
@@ -61,7 +66,7 @@ def _chain_doc(chain: ChainState, store: Store) -> dict[str, Any]:
         "lag": lag,
         "reorgs": {"handled": shallow, "deep": deep},
         "chain_time": chain.chain_time,
-        "halted": chain.halted_reason,
+        "halted": _redacted(chain.halted_reason),
     }
 
 
@@ -79,7 +84,8 @@ def _subscription_doc(sub: Subscription, progress: Progress, inventory: Inventor
         "state": state,
         "vm": _vm_doc(inventory, sub.id),
         "nft": _nft_doc(txs, sub.id, progress),
-        "last_error": progress.last_error,
+        # rows written before redaction existed are scrubbed on the way out as well
+        "last_error": _redacted(progress.last_error),
     }
 
 

@@ -37,8 +37,9 @@ from listener.reconcile.observe import (
 from listener.reconcile.progress import Progress, ProgressStore
 from listener.reconcile.vm_builder import Deferred, MintOrder, VmBuilder, seal_details
 from listener.reconcile.vm_spec import vm_spec
+from listener.redact import redact
 from listener.writeback.nft import NftMinter
-from listener.writeback.txmanager import TxPending
+from listener.writeback.tx_errors import TxPending
 from provisioner.backend import VMBackend
 from provisioner.errors import OwnershipMismatch, VmidTaken
 from provisioner.inventory import Inventory, Pools, VMRecord
@@ -140,7 +141,7 @@ class Reconciler:
                 # Not a failure of this subscription: no attempt is counted.
                 name = action.value if action is not None else "observe"
                 # One row per change of what we wait for, not one per loop.
-                self.progress.journal_step(sub.id, name, "failed", f"{WAITING}{exc}"[:500],
+                self.progress.journal_step(sub.id, name, "failed", redact(f"{WAITING}{exc}")[:500],
                                            unless_repeated=True)
                 log.info("reconcile.waiting_for_chain", subscription=sub.id, action=name,
                          detail=str(exc)[:200])
@@ -175,7 +176,7 @@ class Reconciler:
         try:
             self._apply(action, sub, progress, record)
         except Exception as exc:
-            reason = f"{action.value}: {exc}"[:500]
+            reason = redact(f"{action.value}: {exc}")[:500]
             self.progress.journal_step(sub.id, action.value, "failed", reason)
             self.progress.save(sub.id, progress, replace(progress, last_error=reason))
             raise
@@ -188,7 +189,7 @@ class Reconciler:
         takes and never dead-letters: health and /metrics show it meanwhile."""
         name = action.value if action is not None else "observe"
         detail = str(exc) if is_classified(exc) else f"{type(exc).__name__}: {exc}"
-        reason = f"{name}: {detail}"[:500]
+        reason = redact(f"{name}: {detail}")[:500]
         attempts = progress.attempts + 1
         self.progress.journal_step(sub.id, name, "failed", reason)
         self.progress.save(sub.id, progress,

@@ -9,6 +9,8 @@ from typing import TextIO
 
 import structlog
 
+from listener.redact import redact
+
 #: Keys whose values must never reach a log line, whatever a caller passes.
 _SECRET_KEYS = frozenset({"signature", "private_key", "token_secret", "secret", "password",
                           "user_signature", "key"})
@@ -20,6 +22,36 @@ def _drop_secrets(_logger: object, _name: str,
         if key.lower() in _SECRET_KEYS:
             event[key] = "[redacted]"
     return event
+
+
+def _scrubbed(value: object) -> object:
+    """``value`` with every string in it redacted (exceptions become their redacted text)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    if isinstance(value, dict):
+        return {key: _scrubbed(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(item) for item in value]
+    return value
+
+
+def _redact_text(_logger: object, _name: str,
+                 event: MutableMapping[str, object]) -> MutableMapping[str, object]:
+    """No URL key, token secret, private key or signature in a log line; a field named as a
+    hash (``tx_hash``, ``block_hash``) is public and kept."""
+    for key, value in event.items():
+        if not key.endswith("hash"):
+            event[key] = _scrubbed(value)
+    return event
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Library log records (urllib3 quotes the URL it retries) pass the same redaction."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class _CurrentStream:
@@ -66,10 +98,13 @@ def configure(stream: TextIO | None = None, *, level: int = logging.INFO) -> Non
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _drop_secrets,
             structlog.processors.format_exc_info,
+            _redact_text,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(stream=out, level=logging.WARNING, format="%(name)s: %(message)s")
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(_RedactingFormatter("%(name)s: %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.WARNING)

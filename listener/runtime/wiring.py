@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
 from eth_account import Account
 from web3 import HTTPProvider, Web3
 
@@ -28,8 +29,12 @@ from provisioner.proxmox.backend import ProxmoxAPIBackend
 if TYPE_CHECKING:
     from provisioner.terraform.backend import TerraformBackend
 
+log = structlog.get_logger(__name__)
+
 #: One signer, many worker threads: nonce allocation + signing must be serialized.
 SIGNER_LOCK = threading.Lock()
+#: Set once the start-up config check has spoken (one line per process, not per thread).
+_VM_RPC_URL_CHECKED = threading.Event()
 
 
 def read_secret_file(path: Path, what: str) -> str:
@@ -126,8 +131,25 @@ def build_minter(config: Config, store: Store) -> NftMinter | None:
 
 
 def rpc_url_for_vm(config: Config) -> str:
-    """The RPC endpoint a tenant VM's cloud-init is given (today the first listener URL)."""
-    return config.chain.rpc_urls[0] if config.chain.rpc_urls else ""
+    """The RPC endpoint a tenant VM's cloud-init is given: ``vm.rpc_url`` only, never derived
+    from ``chain.rpc_urls`` (tenants have root; those URLs may carry the operator's key)."""
+    return config.vm.rpc_url
+
+
+def missing_vm_rpc_url(config: Config) -> str | None:
+    """The start-up warning when VMs get no RPC endpoint (not a refusal: the reference's VMs
+    may not need one); None when ``vm.rpc_url`` is set."""
+    if config.vm.rpc_url:
+        return None
+    return ("vm.rpc_url is not set: VMs get no RPC endpoint; set it to a public http(s) "
+            "endpoint if their software needs one (chain.rpc_urls are never given to VMs)")
+
+
+def _check_vm_rpc_url_once(config: Config) -> None:
+    warning = missing_vm_rpc_url(config)
+    if warning is not None and not _VM_RPC_URL_CHECKED.is_set():
+        _VM_RPC_URL_CHECKED.set()
+        log.warning("config.vm_rpc_url_unset", detail=warning)
 
 
 def build_services(config: Config, *, chain_id: int | None = None,
@@ -136,6 +158,8 @@ def build_services(config: Config, *, chain_id: int | None = None,
 
     ``with_chain=False`` leaves out the signer and the server key, for commands that only
     stop or destroy VMs (``gc``)."""
+    if with_chain:
+        _check_vm_rpc_url_once(config)
     store = Store.open(config.db.path)
     inventory = Inventory(store.conn)
     return Services(

@@ -22,8 +22,9 @@ from web3.exceptions import ContractLogicError
 
 from listener.chain.contracts import load_artifact
 from listener.errors import UserError
+from listener.writeback.tx_errors import TxFailed
 from listener.writeback.tx_store import TxRequest
-from listener.writeback.txmanager import TxCall, TxFailed, TxManager
+from listener.writeback.txmanager import TxCall, TxManager
 
 if TYPE_CHECKING:
     from listener.config import Config

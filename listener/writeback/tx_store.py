@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from listener.redact import redact
 from provisioner.storage.sqlite_db import connect, migrate, transaction
 
 MIGRATIONS = (
@@ -263,7 +264,8 @@ class TxStore:
             "UPDATE tx_requests SET state = ?, tx_hash = ?, block_number = ?, block_hash = ?,"
             " result = COALESCE(?, result), error = ?, updated_at = ? WHERE id = ?",
             (state, tx_hash, block_number, block_hash,
-             json.dumps(result, sort_keys=True) if result is not None else None, error,
+             json.dumps(result, sort_keys=True) if result is not None else None,
+             redact(error) if error is not None else None,
              int(time.time()), request_id))
 
     def open_requests(self, sender: str) -> list[TxRequest]:
@@ -310,7 +312,7 @@ class TxStore:
         self.conn.execute(
             "INSERT INTO tx_alerts (sender, kind, message, since) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (sender, kind) DO UPDATE SET message = excluded.message",
-            (sender, kind, message[:300], int(time.time())))
+            (sender, kind, redact(message)[:300], int(time.time())))
 
     def clear_alert(self, sender: str, kind: str) -> None:
         self.conn.execute("DELETE FROM tx_alerts WHERE sender = ? AND kind = ?", (sender, kind))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,9 +34,16 @@ from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCErro
 from web3.types import Wei
 
 from listener.chain.contracts import describe_revert
-from listener.errors import BlockhostError
 from listener.writeback.fees import FeePolicy, Fees
+from listener.writeback.receipt_wait import receipt_poll_delays
 from listener.writeback.send_errors import SendOutcome, classify_send_error
+from listener.writeback.tx_errors import (
+    WOULD_FAIL,
+    SignerUnhealthy,
+    TxFailed,
+    TxNodeError,
+    TxPending,
+)
 from listener.writeback.tx_store import Alert, SignedAttempt, TxAttempt, TxRequest, TxStore
 
 log = structlog.get_logger(__name__)
@@ -44,47 +51,6 @@ log = structlog.get_logger(__name__)
 #: Gas margin over the estimate: state can change between estimation and inclusion.
 GAS_MARGIN_PERCENT = 25
 GAS_SIMPLE_TRANSFER = 21_000
-
-
-class TxFailed(BlockhostError):
-    """The transaction reverted, or was refused for a reason a retry will not fix by itself."""
-
-    permanent = True
-
-
-#: The longest pause between two looks for a receipt (blocks come every few seconds).
-MAX_RECEIPT_POLL = 2.0
-
-
-def receipt_poll_delays(first: float) -> Iterator[float]:
-    """Pauses between looks for a receipt: ``first``, then half as long again each time, up to
-    :data:`MAX_RECEIPT_POLL` (a look costs several RPC calls; most receipts come early)."""
-    delay = first
-    while True:
-        yield delay
-        delay = min(max(first, MAX_RECEIPT_POLL), delay * 1.5)
-
-
-class TxNodeError(BlockhostError):
-    """The node failed or refused for a reason of its own (rate limit, internal error, a
-    lagging backend): nothing is lost, the stored transaction is re-sent on a later pass."""
-
-    permanent = False
-
-
-#: What a node says when the call itself would fail (as opposed to the node failing).
-_WOULD_FAIL = ("revert", "out of gas", "invalid opcode", "invalid jump")
-
-
-class TxPending(BlockhostError):
-    """Not confirmed yet within the wait budget; a later pass continues (nothing is lost)."""
-
-
-class SignerUnhealthy(TxPending):
-    """The signer cannot get transactions mined right now (no funds, fees above the cap).
-
-    An alert is recorded (health red); the stored transaction is re-sent on a later pass.
-    """
 
 
 @dataclass(frozen=True)
@@ -204,7 +170,7 @@ class TxManager:
                          "send it ETH")
                 self.store.set_alert(self.sender, "insufficient_funds", alert)
                 raise SignerUnhealthy(alert) from None
-            if any(marker in message.lower() for marker in _WOULD_FAIL):
+            if any(marker in message.lower() for marker in WOULD_FAIL):
                 raise TxFailed(f"{kind} would fail: {_short(message)}") from None
             raise TxNodeError(f"{kind}: the node could not estimate gas: {_short(message)}; "
                               "retried") from None

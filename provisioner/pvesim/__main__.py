@@ -182,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"blockhost-pvesim: cannot load state {state_file}: {exc}", file=sys.stderr)
         return 1
 
-    ca_path, chain = prepare_tls(workdir, _tls_hosts(args.host))
+    try:
+        ca_path, chain = prepare_tls(workdir, _tls_hosts(args.host))
+    except ModuleNotFoundError as exc:  # trustme is in the 'demo' extra, not the daemon's deps
+        print(f"blockhost-pvesim: {exc.name} is not installed: the simulator is development "
+              "tooling; install blockhost-provisioner[demo]", file=sys.stderr)
+        return 1
     server = PveSimServer((args.host, args.port), sim, make_ssl_context(str(chain)), token_id,
                           token_secret, quiet=args.quiet)
     start_ticker(sim)

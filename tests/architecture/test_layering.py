@@ -29,7 +29,10 @@ SIMULATOR_MAY_IMPORT = ("provisioner.pvesim", "provisioner.storage", "provisione
 #: Each listener part and the listener parts it may import (``provisioner`` is always allowed,
 #: except the simulator). Lower layers first.
 LISTENER_LAYERS: dict[str, frozenset[str]] = {}
+#: Root modules every part may use (redaction runs wherever text leaves the process).
+_EVERYWHERE = ["redact"]
 _ORDER = [
+    ("redact", []),
     ("errors", []),
     ("config", ["errors"]),
     ("crypto", ["errors"]),
@@ -45,7 +48,7 @@ _ORDER = [
              "userkit", "devkit"]),
 ]
 for _part, _allowed in _ORDER:
-    LISTENER_LAYERS[_part] = frozenset([_part, *_allowed])
+    LISTENER_LAYERS[_part] = frozenset([_part, *_EVERYWHERE, *_allowed])
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from listener.chain.contracts import build_transaction, deploy_all, load_artifact, send_transaction
+from listener.chain.contracts import deploy_all, load_artifact, send_transaction
 from listener.chain.deep_reorg import accept_canonical, inspect_fork
 from listener.chain.journal import Store, Subscription
 from listener.chain.retraction import ForkAccepted
@@ -22,10 +22,11 @@ from listener.chain.scanner import Outcome, scan_once
 from listener.config import ChainConfig
 from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil
 from listener.errors import UserError
+from tests.support.anvil_chain import AnvilActions
 
 
 @dataclass
-class Chain:
+class Chain(AnvilActions):
     w3: Web3
     rpc: RpcClient
     config: ChainConfig
@@ -35,23 +36,7 @@ class Chain:
     bought: Subscription | None = None
 
     def signed_buy(self) -> bytes:
-        subs = self.w3.eth.contract(address=self.config.subscription_contract,
-                                    abi=load_artifact("BlockhostSubscriptions")["abi"])
-        tx = build_transaction(self.w3, self.user,
-                               subs.functions.buySubscription(1, 2, 1, b"payload"))
-        return bytes(self.user.sign_transaction(tx).raw_transaction)
-
-    def send_raw(self, raw: bytes) -> int:
-        tx_hash = self.w3.eth.send_raw_transaction(raw)
-        return int(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30).blockNumber)
-
-    def mine(self, blocks: int) -> None:
-        self.w3.provider.make_request("anvil_mine", [hex(blocks)])
-
-    def reorg(self, depth: int, txs: list[tuple[bytes, int]] = ()) -> None:
-        reply = self.w3.provider.make_request(
-            "anvil_reorg", [depth, [["0x" + raw.hex(), offset] for raw, offset in txs]])
-        assert "error" not in reply, reply
+        return self.sign_buy(self.config.subscription_contract)
 
     def drain(self) -> list[Outcome]:
         seen = []

@@ -9,7 +9,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from listener.config import load_config
-from listener.devkit.devenv import DevEnv, sim_vm, start_dev_env
+from listener.devkit.devenv import DevEnv, sim_vm
 from listener.ops.gc import GcMode, execute_gc, plan_gc
 from listener.userkit.subscriber import extend, subscribe
 from tests.support.paths import REPO_ROOT
@@ -27,13 +26,8 @@ DAY = 86_400
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[DevEnv]:
-    environment = start_dev_env(tmp_path / "env", confirmations=2, grace_days=1,
-                                clone_seconds=0.2)
-    try:
-        yield environment
-    finally:
-        environment.close()
+def env(dev_env: DevEnv) -> DevEnv:
+    return dev_env
 
 
 def buy(env: DevEnv, user_index: int) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from listener.reconcile.decide import (
 from listener.reconcile.failures import Failure, classify, is_classified
 from listener.reconcile.progress import Progress
 from listener.reconcile.reconciler import due, wait_delay
-from listener.writeback.txmanager import TxFailed, TxNodeError
+from listener.writeback.tx_errors import TxFailed, TxNodeError
 from provisioner.cloudinit import TemplateError
 from provisioner.errors import (
     AlreadyExists,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,14 @@ import requests
 
 from listener.chain.contracts import load_artifact
 from listener.crypto.credentials import ConnectionDetails
-from listener.devkit.devenv import DevEnv, sim_vm, start_dev_env
+from listener.devkit.devenv import DevEnv, sim_vm
 from listener.userkit.subscriber import credentials, subscribe
 from tests.support.paths import REPO_ROOT
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[DevEnv]:
-    environment = start_dev_env(tmp_path / "env", confirmations=2, grace_days=1,
-                                clone_seconds=0.2)
-    try:
-        yield environment
-    finally:
-        environment.close()
+def env(dev_env: DevEnv) -> DevEnv:
+    return dev_env
 
 
 def buy(env: DevEnv, user_index: int, days: int = 5, legacy: bool = False) -> int:

@@ -23,7 +23,8 @@ def read_unit(path: Path) -> configparser.ConfigParser:
     return parser
 
 
-@pytest.mark.parametrize("name", ["blockhost-listener.service", "blockhost-gc.service"])
+@pytest.mark.parametrize("name", ["blockhost-listener.service", "blockhost-gc.service",
+                                  "blockhost-backup.service"])
 def test_exec_start_is_a_valid_blockhost_command(name: str) -> None:
     unit = read_unit(UNITS / name)
     argv = shlex.split(unit["Service"]["ExecStart"])
@@ -45,6 +46,18 @@ def test_gc_timer_triggers_the_gc_service() -> None:
     timer = read_unit(UNITS / "blockhost-gc.timer")
     assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == "timers.target"
     assert (UNITS / "blockhost-gc.service").exists()
+
+
+def test_backup_timer_writes_dated_backups_into_the_state_directory() -> None:
+    """Nightly, off until enabled, into /var/lib/blockhost/backups/, keeping the newest N."""
+    timer = read_unit(UNITS / "blockhost-backup.timer")
+    assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == "timers.target"
+    service = read_unit(UNITS / "blockhost-backup.service")["Service"]
+    args = build_parser().parse_args(shlex.split(service["ExecStart"])[1:])
+    assert args.command == "backup" and str(args.dir) == "/var/lib/blockhost/backups"
+    assert args.keep >= 1 and args.out is None
+    assert service["Type"] == "oneshot" and service["StateDirectory"] == "blockhost"
+    assert service["PrivateNetwork"] == "yes" and service["CapabilityBoundingSet"] == ""
 
 
 def test_watchdog_outlasts_the_longest_blocking_call_of_the_loop() -> None:

@@ -18,17 +18,11 @@ from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil
 from listener.devkit.fault_proxy import RpcProxy
 from listener.writeback.fees import GWEI, FeePolicy, Fees
 from listener.writeback.nft import MintRequest, NftMinter, mint_key
+from listener.writeback.receipt_wait import MAX_RECEIPT_POLL, receipt_poll_delays
 from listener.writeback.send_errors import SendOutcome, classify_send_error
+from listener.writeback.tx_errors import SignerUnhealthy, TxFailed, TxPending
 from listener.writeback.tx_store import TxStore
-from listener.writeback.txmanager import (
-    MAX_RECEIPT_POLL,
-    SignerUnhealthy,
-    TxCall,
-    TxFailed,
-    TxManager,
-    TxPending,
-    receipt_poll_delays,
-)
+from listener.writeback.txmanager import TxCall, TxManager
 
 OWNER, ALICE = (Account.from_key(k) for k in DEV_PRIVATE_KEYS[:2])
 

@@ -1,0 +1,1 @@
+"""Packaging: what `pip install .` gives an operator, with no source tree around."""
