@@ -5,13 +5,16 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_JS := node_modules/.installed
 
-.PHONY: setup demo lint test test-fast bench bench-sparse bench-rss contracts clean
+.PHONY: setup demo lint test test-fast bench bench-sparse bench-rss lock contracts clean deb
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
-$(STAMP_PY): pyproject.toml
+# What gets installed is requirements/dev.lock (exact versions, sha256 hashes): pip refuses
+# anything else. pyproject.toml keeps compatible ranges; `make lock` re-pins within them.
+$(STAMP_PY): pyproject.toml requirements/dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,demo]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 $(STAMP_JS): package.json package-lock.json
@@ -48,8 +51,26 @@ RSS_FLAGS ?= --events 25000,50000,100000
 bench-rss: setup
 	$(PY) -m bench.rss $(RSS_FLAGS)
 
+# Re-pin requirements/*.lock (hashes from PyPI) within pyproject's ranges; takes minutes.
+PIP_TOOLS := .venv-lock/bin/pip-compile
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
+lock:
+	test -x $(PIP_TOOLS) || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet pip-tools==7.6.2)
+	$(PIP_TOOLS) $(LOCK_FLAGS) -o requirements/runtime.lock pyproject.toml
+	$(PIP_TOOLS) $(LOCK_FLAGS) --extra test --extra demo -o requirements/dev.lock pyproject.toml
+
 contracts: $(STAMP_JS)
 	node contracts/build.mjs
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache
+
+# The subscriber's pages (web/): bundled by the pinned esbuild into blockhost_data/web/ (committed).
+web: $(STAMP_JS)
+	node web/build.mjs
+
+# The Debian package (debian/, dh-virtualenv from requirements/runtime.lock), built from a copy
+# of the sources into dist/ (see docs/packaging.md). Needs: apt install devscripts debhelper
+# dh-virtualenv python3-venv.
+deb:
+	packaging/build-deb.sh dist

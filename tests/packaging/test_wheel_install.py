@@ -96,9 +96,10 @@ def test_the_wheel_holds_its_data_and_only_daemon_dependencies(installed: Instal
         names = set(wheel.namelist())
         metadata = next(wheel.read(n) for n in names if n.endswith(".dist-info/METADATA"))
     assert {"blockhost_data/artifacts/BlockhostSubscriptions.json",
-            "blockhost_data/templates/nft-auth.yaml"} <= names
+            "blockhost_data/templates/nft-auth.yaml", "blockhost_data/web/signup.html",
+            "blockhost_data/web/nft-credentials.html"} <= names
     requires = [line for line in metadata.decode().splitlines() if line.startswith("Requires-Dist")]
-    assert "Requires-Dist: trustme==1.2.1; extra == \"demo\"" in requires
+    assert "Requires-Dist: trustme~=1.2; extra == \"demo\"" in requires  # ranges; the lock pins
     assert not [r for r in requires if r.split()[1].startswith(("trustme", "pytest"))
                 and "extra ==" not in r]
 
