@@ -105,6 +105,19 @@ class Pools:
                 for v in range(self.ipv6_first, self.ipv6_last + 1))
 
 
+@dataclass(frozen=True)
+class Occupied:
+    """Values in use on Proxmox that our leases do not cover (another deployment's VMs in
+    the same pool, anything else the token sees): never picked automatically."""
+
+    vmids: frozenset[int] = frozenset()
+    ipv4: frozenset[str] = frozenset()
+    ipv6: frozenset[str] = frozenset()
+
+
+NOTHING_OCCUPIED = Occupied()
+
+
 def first_free(candidates: Iterable[str], taken: set[str]) -> str | None:
     """The first candidate not in ``taken`` (pure; the allocation policy)."""
     for candidate in candidates:
@@ -155,9 +168,13 @@ class Inventory:
     """VM records and leases on a shared SQLite connection."""
 
     def __init__(self, conn: sqlite3.Connection, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 occupied: Callable[[], Occupied] | None = None) -> None:
+        """``occupied`` reads what Proxmox holds outside our leases (asked before each
+        automatic pick; explicit values, e.g. an adopted VM's own, are not checked by it)."""
         self._conn = conn
         self._clock = clock
+        self._occupied = occupied
         migrate(conn, "inventory", MIGRATIONS)
 
     def _now(self) -> int:
@@ -189,12 +206,13 @@ class Inventory:
         Explicit values must be free; otherwise the lowest free value of each pool is taken.
         ``skip_vmids`` are ids seen in use on Proxmox by someone else: never handed out.
         """
+        outside = self._outside()
         with transaction(self._conn):
             if self.get(name) is not None:
                 raise AllocationError(f"a live VM named {name!r} already exists in the inventory")
             chosen_vmid, chosen_v4, chosen_v6 = self._choose(
                 pools, vmid=vmid, ipv4=ipv4, ipv6=ipv6, want_ipv6=want_ipv6,
-                skip_vmids=skip_vmids)
+                skip_vmids=skip_vmids, outside=outside)
             now = self._now()
             cursor = self._conn.execute(
                 "INSERT INTO vms (name, subscription_id, vmid, node, ipv4, ipv6, owner_wallet,"
@@ -219,15 +237,22 @@ class Inventory:
         assert record is not None
         return record
 
+    def _outside(self) -> Occupied:
+        return self._occupied() if self._occupied is not None else NOTHING_OCCUPIED
+
     def _choose(self, pools: Pools, *, vmid: int | None, ipv4: str | None, ipv6: str | None,
-                want_ipv6: bool, skip_vmids: Iterable[int]) -> tuple[str, str, str | None]:
+                want_ipv6: bool, skip_vmids: Iterable[int],
+                outside: Occupied = NOTHING_OCCUPIED) -> tuple[str, str, str | None]:
         taken_vmids = self._taken("vmid") | self._foreign() | {str(v) for v in skip_vmids}
         chosen_vmid = self._pick("vmid", str(vmid) if vmid is not None else None,
-                                 pools.vmid_candidates(), taken_vmids)
-        chosen_v4 = self._pick("ipv4", ipv4, pools.ipv4_candidates(), self._taken("ipv4"))
+                                 pools.vmid_candidates(), taken_vmids,
+                                 {str(v) for v in outside.vmids})
+        chosen_v4 = self._pick("ipv4", ipv4, pools.ipv4_candidates(), self._taken("ipv4"),
+                               set(outside.ipv4))
         chosen_v6: str | None = None
         if ipv6 is not None or (want_ipv6 and pools.ipv6_prefix):
-            chosen_v6 = self._pick("ipv6", ipv6, pools.ipv6_candidates(), self._taken("ipv6"))
+            chosen_v6 = self._pick("ipv6", ipv6, pools.ipv6_candidates(), self._taken("ipv6"),
+                                   set(outside.ipv6))
         return chosen_vmid, chosen_v4, chosen_v6
 
     def peek(self, pools: Pools, *, vmid: int | None = None, ipv4: str | None = None,
@@ -235,7 +260,8 @@ class Inventory:
         """What :meth:`reserve` would hand out now (VMID, IPv4, IPv6), reserving nothing:
         the dry run of ``vm create``. Raises the same AllocationError."""
         chosen_vmid, v4, v6 = self._choose(pools, vmid=vmid, ipv4=ipv4, ipv6=ipv6,
-                                           want_ipv6=want_ipv6, skip_vmids=())
+                                           want_ipv6=want_ipv6, skip_vmids=(),
+                                           outside=self._outside())
         return int(chosen_vmid), v4, v6
 
     def manual(self, vm_id: int) -> ManualVm | None:
@@ -251,12 +277,15 @@ class Inventory:
                            (token_id, vm_id))
 
     @staticmethod
-    def _pick(kind: str, explicit: str | None, candidates: Iterable[str], taken: set[str]) -> str:
+    def _pick(kind: str, explicit: str | None, candidates: Iterable[str], taken: set[str],
+              outside: set[str] | None = None) -> str:
+        """``explicit`` if not leased, else the first candidate neither leased nor in use
+        ``outside`` our leases."""
         if explicit is not None:
             if explicit in taken:
                 raise AllocationError(f"{kind} {explicit} is already in use")
             return explicit
-        chosen = first_free(candidates, taken)
+        chosen = first_free(candidates, taken | (outside or set()))
         if chosen is None:
             raise AllocationError(f"the {kind} pool is exhausted; widen it in the config")
         return chosen
@@ -305,6 +334,7 @@ class Inventory:
     def reassign_vmid(self, vm_id: int, pools: Pools, *, reason: str) -> VMRecord:
         """The record's VMID turned out to be taken by a foreign VM: quarantine that id and
         lease the next free one, atomically. Only for records not yet built on Proxmox."""
+        outside = self._outside()
         with transaction(self._conn):
             record = self.get_by_id(vm_id)
             if record is None or record.state == "destroyed":
@@ -314,7 +344,8 @@ class Inventory:
                 " ON CONFLICT (vmid) DO NOTHING", (record.vmid, self._now(), reason[:300]))
             self._conn.execute("DELETE FROM leases WHERE kind = 'vmid' AND vm_id = ?", (vm_id,))
             chosen = self._pick("vmid", None, pools.vmid_candidates(),
-                                self._taken("vmid") | self._foreign())
+                                self._taken("vmid") | self._foreign(),
+                                {str(v) for v in outside.vmids})
             self._conn.execute("INSERT INTO leases (kind, value, vm_id) VALUES ('vmid', ?, ?)",
                                (chosen, vm_id))
             self._conn.execute("UPDATE vms SET vmid = ?, updated_at = ? WHERE id = ?",

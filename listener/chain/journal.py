@@ -85,6 +85,12 @@ class Store:
         row = self.conn.execute("SELECT * FROM chain_state WHERE id = 1").fetchone()
         return ChainState(**{k: row[k] for k in row.keys() if k not in {"id", "updated_at"}})
 
+    def deployment_id(self) -> str | None:
+        """The deployment id of the database header (None until the first bind writes it;
+        see :mod:`listener.chain.deployment`)."""
+        row = self.conn.execute("SELECT deployment_id FROM deployment WHERE id = 1").fetchone()
+        return None if row is None else str(row[0])
+
     def bind_chain(self, chain_id: int) -> None:
         """Remember the chain this database follows; refuse to mix chains."""
         state = self.chain_state()

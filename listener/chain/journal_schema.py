@@ -154,4 +154,16 @@ MIGRATIONS = (
     ALTER TABLE events_v6 RENAME TO events;
     CREATE INDEX events_unapplied ON events(block_number, log_index) WHERE applied = 0
     """,
+    # 7: the deployment this database belongs to (listener/chain/deployment.py): written once,
+    # on the first open that knows the chain id and the contracts; never changed afterwards.
+    """
+    CREATE TABLE deployment (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        deployment_id TEXT NOT NULL,
+        chain_id INTEGER NOT NULL,
+        subscription_contract TEXT NOT NULL,
+        nft_contract TEXT,
+        written_at INTEGER NOT NULL
+    )
+    """,
 )

@@ -30,7 +30,8 @@ def render_text(doc: dict[str, Any]) -> str:
 def _chain_lines(doc: dict[str, Any]) -> list[str]:
     chain = doc["chain"]
     lines = [
-        f"chain {chain['chain_id']}  head {chain['head']}  confirmed {chain['confirmed_head']}  "
+        f"deployment {chain['deployment']}  chain {chain['chain_id']}  head {chain['head']}  "
+        f"confirmed {chain['confirmed_head']}  "
         f"cursor {chain['cursor']} (confirmed {chain['confirmed_cursor']})  lag {chain['lag']}  "
         f"chain time {chain['chain_time']}  reorgs {chain['reorgs']['handled']} handled, "
         f"{chain['reorgs']['deep']} deep",

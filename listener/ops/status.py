@@ -59,6 +59,7 @@ def _chain_doc(chain: ChainState, store: Store) -> dict[str, Any]:
     shallow, deep = store.reorg_count()
     return {
         "chain_id": chain.chain_id,
+        "deployment": store.deployment_id(),
         "head": chain.head,
         "confirmed_head": chain.confirmed_head,
         "cursor": chain.cursor,

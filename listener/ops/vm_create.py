@@ -26,6 +26,7 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 from web3 import Web3
 
+from listener.chain.deployment import check_database, deployment_of
 from listener.chain.journal import Store
 from listener.config import Config, PlanSize
 from listener.crypto.errors import CryptoError
@@ -337,13 +338,27 @@ def manual_vm_mint_key(record: VMRecord) -> str:
     return f"mint:vm:{record.id}:{record.name}"
 
 
+def _open_store(config: Config, path: Path) -> Store:
+    """The database at ``path``, refused (one line) when its header names another deployment,
+    as every other command's ``open_database`` does; a missing one is created."""
+    store = Store.open(path)
+    ours = deployment_of(config, conn=store.conn)
+    try:
+        if ours is not None:
+            check_database(store.conn, ours, path)
+    except UserError:
+        store.close()
+        raise
+    return store
+
+
 def plan_vm(config: Config, request: CreateRequest, placement: Placement, *,
             mock: bool) -> CreateResult:
     """``vm create`` without ``--apply``: what would be allocated; nothing is written to the
     real database (a missing one, or ``mock``, means nothing is allocated yet)."""
     with tempfile.TemporaryDirectory(prefix="blockhost-mock-") as scratch:
         fresh = mock or not config.db.path.exists()
-        store = Store.open(Path(scratch) / "mock.db" if fresh else config.db.path)
+        store = _open_store(config, Path(scratch) / "mock.db" if fresh else config.db.path)
         try:
             builder = VmBuilder(config, Inventory(store.conn), pools_from_config(config),
                                 backend=None, minter=None, chain_id=None, rpc_url_for_vm="")
@@ -360,7 +375,7 @@ def create_vm(config: Config, request: CreateRequest, placement: Placement, *,
     if placement.node is None:  # placement may pick any node: only those that read snippets
         config = limit_placement_to_snippet_readers(config)
     backend = build_backend(config)
-    store = Store.open(config.db.path)
+    store = _open_store(config, config.db.path)
     try:
         minter = None if request.skip_mint else build_minter(config, store)
         chain_id = config.chain.chain_id

@@ -17,7 +17,7 @@ from listener.reconcile.decide import (
     display_state,
 )
 from listener.reconcile.progress import Progress
-from provisioner.backend import VMBackend, VMRef, parse_marker
+from provisioner.backend import Marker, VMBackend, VMRef, parse_marker
 from provisioner.inventory import Inventory, VMRecord
 from provisioner.network_hooks import VMFacts
 
@@ -53,17 +53,23 @@ def actual_state(backend: VMBackend, record: VMRecord) -> str:
     """Proxmox's view of our VM: its power state; "missing" when no VM is at its VMID or the
     one there is another instance of ours (a rebuild not yet recorded: the backend adopts or
     refuses it); "foreign" when the VM there no longer carries our marker (edited behind our
-    back): it is never touched, and never cloned over on the same addresses."""
+    back, or another deployment's with the same default name): it is never touched, and
+    never cloned over on the same addresses."""
     status = backend.status(ref_of(record))
     if status is None:
         return "missing"
     marker = parse_marker(status.description)
     if marker is None or marker.subscription_id != record.subscription_id \
-            or marker.name != record.name:
+            or marker.name != record.name or _other_deployment(marker, backend):
         return "foreign"
     if record.smbios_uuid and status.smbios_uuid and status.smbios_uuid != record.smbios_uuid:
         return "missing"
     return status.power
+
+
+def _other_deployment(marker: Marker, backend: VMBackend) -> bool:
+    """The marker names a deployment id that is not ours (no id: made before ids, ours)."""
+    return marker.deployment is not None and marker.deployment != backend.deployment
 
 
 def subscription_state(sub: Subscription, progress: Progress, inventory: Inventory,

@@ -11,19 +11,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
+
 from listener.config import Config
-from listener.crypto.credentials import ConnectionDetails, encrypt_connection_details
+from listener.crypto.credentials import (
+    ConnectionDetails,
+    decrypt_connection_details,
+    encrypt_connection_details,
+)
+from listener.crypto.errors import CryptoError
 from listener.errors import UserError
 from listener.reconcile.minter import Minter
 from listener.reconcile.observe import vm_facts
 from listener.reconcile.vm_spec import cloud_init_variables
-from listener.writeback.nft import MintRequest, signing_page_base64
+from listener.writeback.nft import MintRequest, NftMinter, signing_page_base64
 from provisioner.backend import VMBackend, VMRef, VMSpec
 from provisioner.cloudinit import render
 from provisioner.errors import VmidTaken
 from provisioner.inventory import Inventory, Pools, VMRecord
 from provisioner.network_hooks import run_hooks
 from provisioner.placement import PlacementLimiter
+
+log = structlog.get_logger(__name__)
 
 #: Every VM is reached over SSH on the standard port.
 SSH_PORT = 22
@@ -54,6 +63,17 @@ def seal_details(signature: bytes, record: VMRecord, username: str) -> bytes:
     return encrypt_connection_details(signature, details)
 
 
+def names_record(signature: bytes | None, sealed: bytes, record: VMRecord) -> bool:
+    """Do the sealed details of an NFT found on chain point at ``record``'s address?"""
+    if signature is None or not sealed:
+        return False
+    try:
+        details = decrypt_connection_details(signature, sealed)
+    except CryptoError:
+        return False
+    return details.hostname == (record.ipv6 or record.ipv4 or record.name)
+
+
 class VmBuilder:
     """Mint, create, hook, mark running; the adapters are injected by the caller's wiring."""
 
@@ -78,6 +98,9 @@ class VmBuilder:
              ) -> tuple[int, bool]:
         """Mint (or resume the keyed mint of) the NFT for ``record``: (token id, sealed?)."""
         minter = self.require_minter(hint)
+        found = self._already_minted(minter, order, record)
+        if found is not None:
+            return found
         sealed = b""
         if order.signature is not None:
             sealed = seal_details(order.signature, record, order.username)
@@ -88,6 +111,23 @@ class VmBuilder:
             animation_url_base64=signing_page_base64(cfg.nft.signing_page_path),
             expires_at=order.expires_at)
         return minter.mint(order.key, order.subscription_id, request), bool(sealed)
+
+    @staticmethod
+    def _already_minted(minter: Minter, order: MintOrder, record: VMRecord
+                        ) -> tuple[int, bool] | None:
+        """A mint is only sent after the chain was checked: a subscription whose key has no
+        stored request (a restored or lost database) may already hold its NFT. Found, it is
+        ours: (token id, do its sealed details name this VM?)."""
+        if (order.subscription_id is None or not isinstance(minter, NftMinter)
+                or minter.txm.store.get(order.key) is not None):
+            return None
+        token_id = minter.existing_credential(order.subscription_id, order.to,
+                                              order.public_secret)
+        if token_id is None:
+            return None
+        sealed = minter.access_data(token_id)[0]
+        log.info("mint.found_on_chain", subscription=order.subscription_id, token_id=token_id)
+        return token_id, names_record(order.signature, sealed, record)
 
     def user_data(self, template: str, record: VMRecord, *, token_id: int | None,
                   wallet: str) -> str:

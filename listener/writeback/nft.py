@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import re
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +83,35 @@ def token_id_from_receipt(receipt: dict[str, Any], nft_address: str) -> int:
     raise TxFailed("mint receipt has no CredentialMinted log from the NFT contract")
 
 
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                       (name,)).fetchone()
+    return row is not None
+
+
+def claimed_tokens(conn: sqlite3.Connection, *, except_subscription: int | None = None
+                   ) -> set[int]:
+    """Token ids our database already attributes to a subscription or a manual VM."""
+    claimed: set[int] = set()
+    if _has_table(conn, "subscriptions"):
+        claimed |= {int(r[0]) for r in conn.execute(
+            "SELECT token_id FROM subscriptions WHERE token_id IS NOT NULL AND id IS NOT ?",
+            (except_subscription,))}
+    if _has_table(conn, "manual_vms"):
+        claimed |= {int(r[0]) for r in conn.execute(
+            "SELECT token_id FROM manual_vms WHERE token_id IS NOT NULL")}
+    return claimed
+
+
+def purchase_block(conn: sqlite3.Connection, subscription_id: int) -> int:
+    """The block of the subscription's purchase (no mint for it can be older); 0 if unknown."""
+    if not _has_table(conn, "subscriptions"):
+        return 0
+    row = conn.execute("SELECT created_block FROM subscriptions WHERE id = ?",
+                       (subscription_id,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
 class NftMinter:
     """Owner-side NFT operations, each keyed for exactly-once execution."""
 
@@ -129,22 +160,67 @@ class NftMinter:
             public_secret=args["publicSecret"], description=args["description"],
             image_uri=args["imageUri"], animation_url_base64=args["animationUrlBase64"],
             expires_at=int(args["expiresAt"]))
-        recipient_topic = "0x" + "00" * 12 + bytes(HexBytes(request.to)).hex()
         claimed = {int(r["token_id"]) for r in self.txm.store.results_of_kind("mint")
                    if "token_id" in r}
+        for token_id in self.minted_to(request.to, stored.created_block):
+            if token_id not in claimed and self._matches(token_id, request):
+                return {"token_id": token_id}
+        return None
+
+    def minted_to(self, to: str, from_block: int) -> Iterator[int]:
+        """Token ids of CredentialMinted logs to ``to`` from ``from_block`` on, oldest first."""
+        for token_id, _tx_hash in self.mints_to(to, from_block):
+            yield token_id
+
+    def mints_to(self, to: str, from_block: int) -> Iterator[tuple[int, str]]:
+        """(token id, minting transaction hash) of CredentialMinted logs to ``to`` from
+        ``from_block`` on, oldest first (ranges of RESOLVE_LOG_RANGE blocks: providers cap
+        eth_getLogs)."""
+        recipient_topic = "0x" + "00" * 12 + bytes(HexBytes(to)).hex()
         head = self.txm._head()
-        start = stored.created_block
+        start = max(0, from_block)
         while start <= head:
             end = min(head, start + RESOLVE_LOG_RANGE - 1)
             logs = self.txm.w3.eth.get_logs({
                 "address": self.address, "fromBlock": start, "toBlock": end,
                 "topics": [CREDENTIAL_MINTED_TOPIC, None, recipient_topic]})
             for entry in logs:
-                token_id = int(_topic_hex(entry["topics"][1]), 16)
-                if token_id not in claimed and self._matches(token_id, request):
-                    return {"token_id": token_id}
+                yield int(_topic_hex(entry["topics"][1]), 16), _topic_hex(entry["transactionHash"])
             start = end + 1
+
+    def existing_credential(self, subscription_id: int, to: str,
+                            public_secret: str) -> int | None:
+        """The token already minted on chain for this subscription, or None.
+
+        A restored or lost database forgets its mints; the chain does not. A candidate is a
+        CredentialMinted log to the subscriber since the subscription's purchase block whose
+        ``getAccessData`` publicSecret is the subscription's, and which no other record of
+        ours (a mint request, another subscription, a manual VM) already claims. A token that
+        one of our own transactions for another key minted is never a candidate, even before
+        that mint's outcome is stored: two legacy purchases of one wallet share a publicSecret,
+        and run side by side."""
+        claimed = claimed_tokens(self.txm.store.conn, except_subscription=subscription_id)
+        claimed |= {int(r["token_id"]) for r in self.txm.store.results_of_kind("mint")
+                    if "token_id" in r}
+        sent_for_others = self._our_tx_hashes(except_key=mint_key(subscription_id))
+        for token_id, tx_hash in self.mints_to(to, purchase_block(self.txm.store.conn,
+                                                                 subscription_id)):
+            if token_id in claimed or tx_hash in sent_for_others:
+                continue
+            try:
+                secret = self.access_data(token_id)[1]
+            except ContractLogicError:
+                continue
+            if secret == public_secret:
+                return token_id
         return None
+
+    def _our_tx_hashes(self, *, except_key: str) -> set[str]:
+        """Hashes of every transaction we signed, for any request but ``except_key``."""
+        rows = self.txm.store.conn.execute(
+            "SELECT a.tx_hash FROM tx_attempts a JOIN tx_requests r ON r.id = a.request_id"
+            " WHERE r.idempotency_key != ?", (except_key,)).fetchall()
+        return {_topic_hex(row[0]) for row in rows}
 
     def _matches(self, token_id: int, request: MintRequest) -> bool:
         try:

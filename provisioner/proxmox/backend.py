@@ -15,13 +15,14 @@ import structlog
 
 from provisioner.backend import TAG_RE, VMRef, VMSpec, VMStatus
 from provisioner.errors import Locked, NotFound, TaskFailed, Transient
+from provisioner.inventory import Occupied
 from provisioner.proxmox.client import ClusterResource, Param, PveClient
 from provisioner.proxmox.clone_journal import CloneJournal, Journal, MemoryCloneJournal
 from provisioner.proxmox.create_machine import CreateMachine, ensure_running
 from provisioner.proxmox.encoders import join_tags, split_tags
 from provisioner.proxmox.ownership import OwnershipRules
 from provisioner.proxmox.snippets import SnippetStore
-from provisioner.proxmox.vm_view import VMView, inspect_vm, power_of, view_of
+from provisioner.proxmox.vm_view import VMView, inspect_vm, occupied_by_others, power_of, view_of
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,7 @@ class ProxmoxAPIBackend(PveClient):
         poll_interval: float = 0.2,
         timeout: float = 30,
         journal_dir: Path | None = None,
+        deployment: str | None = None,
     ) -> None:
         """``journal_dir`` (recommended in production, e.g. ``<state dir>/clones``) keeps the
         clones in flight across a crash, so a restart waits for and adopts its own half-made
@@ -52,9 +54,9 @@ class ProxmoxAPIBackend(PveClient):
                          task_timeout=task_timeout, poll_interval=poll_interval)
         if not TAG_RE.match(tag):
             raise ValueError(f"tag is not a valid PVE tag: {tag!r}")
-        self.rules = OwnershipRules(pool=pool, tag=tag)
+        self.rules = OwnershipRules(pool=pool, tag=tag, deployment=deployment)
         self.snippets = SnippetStore(Path(snippets_dir) if snippets_dir is not None else None,
-                                     snippets_storage)
+                                     snippets_storage, deployment)
         self._journal: Journal = (
             CloneJournal(Path(journal_dir)) if journal_dir is not None else MemoryCloneJournal())
         self._machine = CreateMachine(self, self.rules, self._journal, self.snippets)
@@ -70,6 +72,14 @@ class ProxmoxAPIBackend(PveClient):
     @property
     def tag(self) -> str:
         return self.rules.tag
+
+    @property
+    def deployment(self) -> str | None:
+        return self.rules.deployment
+
+    def occupied(self) -> Occupied:
+        """VMIDs and addresses held by VMs we do not own (another deployment's, anyone's)."""
+        return occupied_by_others(self, tag=self.tag, deployment=self.deployment)
 
     # ------------------------------------------------------------------ nodes
 
@@ -142,7 +152,7 @@ class ProxmoxAPIBackend(PveClient):
             if self.tag not in split_tags(str(entry.get("tags") or "")):
                 continue
             vm = view_of(self, entry)
-            if vm is not None:
+            if vm is not None and self.rules.marked_ours(vm):
                 out.append(vm.to_status(str(entry.get("status") or "unknown")))
         return sorted(out, key=lambda s: s.vmid)
 
@@ -169,6 +179,7 @@ class ProxmoxAPIBackend(PveClient):
             self.snippets.remove(ref.name)
             return
         self.rules.verify_owned(again, replace(ref, smbios_uuid=vm.smbios_uuid), "destroy")
+        self._machine.firewall.remove(vm.node, vm.vmid)  # PVE drops the .fw file too
         self._delete(vm)
         self._forget(ref)
         log.info("pve.destroy.done", vmid=vm.vmid)

@@ -19,14 +19,15 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True)
 class SnippetStore:
     """``directory`` is the storage's path on this host (None: not configured), ``storage``
-    its PVE storage id."""
+    its PVE storage id; ``deployment`` (the id) keeps two deployments' VMs of the same name
+    apart on a shared storage."""
 
     directory: Path | None
     storage: str
+    deployment: str | None = None
 
-    @staticmethod
-    def file_name(name: str) -> str:
-        return f"{name}-user.yaml"
+    def file_name(self, name: str) -> str:
+        return f"{name}-{self.deployment}-user.yaml" if self.deployment else f"{name}-user.yaml"
 
     def cicustom(self, name: str) -> str | None:
         """The ``cicustom`` value of VM ``name``; None without a snippets directory."""
@@ -35,7 +36,9 @@ class SnippetStore:
         return f"user={self.storage}:snippets/{self.file_name(name)}"
 
     def write(self, name: str, content: str) -> None:
-        """Write VM ``name``'s user-data atomically (mode 0640)."""
+        """Write VM ``name``'s user-data atomically, mode 0600: it holds the VM's own secret
+        key. PVE reads snippets as root (pvedaemon builds the cloud-init drive), so nothing
+        else needs to; the file belongs to whoever runs the daemon."""
         if self.directory is None:
             log.warning("pve.snippet.skipped", name=name,
                         reason="snippets_dir not configured: user-data not delivered, "
@@ -44,7 +47,7 @@ class SnippetStore:
         directory = self.directory / "snippets"
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / self.file_name(name)
-        write_atomic(target, content.encode("utf-8"), mode=0o640)
+        write_atomic(target, content.encode("utf-8"), mode=0o600)
         log.info("pve.snippet.written", path=str(target), bytes=len(content.encode("utf-8")))
 
     def remove(self, name: str) -> None:

@@ -7,10 +7,13 @@ or not ours; its node is taken from that listing, never from the caller.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 from dataclasses import dataclass, field
 
-from provisioner.backend import VMStatus
+from provisioner.backend import VMStatus, deployment_tag
 from provisioner.errors import NotFound
+from provisioner.inventory import Occupied
 from provisioner.proxmox.client import ClusterResource, PveClient
 from provisioner.proxmox.encoders import split_tags
 
@@ -98,3 +101,54 @@ def power_of(client: PveClient, vm: VMView) -> str:
     """``running`` / ``stopped`` (``unknown`` when PVE does not say)."""
     data = client.get_object(f"nodes/{vm.node}/qemu/{vm.vmid}/status/current")
     return str(data.get("status") or "unknown")
+
+
+def _addresses(config: dict[str, object]) -> tuple[set[str], set[str]]:
+    """The static IPv4 / IPv6 addresses of a VM's ``ipconfigN`` entries (dhcp/auto skipped)."""
+    v4: set[str] = set()
+    v6: set[str] = set()
+    for key, value in config.items():
+        if not key.startswith("ipconfig"):
+            continue
+        for part in str(value).split(","):
+            name, _, text = part.partition("=")
+            if name not in ("ip", "ip6"):
+                continue
+            with contextlib.suppress(ValueError):
+                address = ipaddress.ip_interface(text.strip()).ip
+                (v4 if address.version == 4 else v6).add(str(address))
+    return v4, v6
+
+
+def occupied_by_others(client: PveClient, *, tag: str, deployment: str | None) -> Occupied:
+    """Every VMID the token sees, and the static addresses of the VMs that do not carry our
+    deployment tag: what the allocator must never hand out even though our inventory does
+    not hold it (another deployment's VMs share the pool, the range and the subnet)."""
+    ours = deployment_tag(tag, deployment) if deployment is not None else None
+    vmids: set[int] = set()
+    v4: set[str] = set()
+    v6: set[str] = set()
+    for entry in client.resources("vm"):
+        vmids.add(int(entry.get("vmid", -1)))
+        if entry.get("type") != "qemu" or (
+                ours is not None and ours in split_tags(str(entry.get("tags") or ""))):
+            continue  # our own VMs' addresses are leased in our inventory already
+        vm = view_of(client, entry)
+        if vm is not None:
+            found4, found6 = _addresses(vm.config)
+            v4 |= found4
+            v6 |= found6
+    return Occupied(vmids=frozenset(vmids), ipv4=frozenset(v4), ipv6=frozenset(v6))
+
+
+def tagged_views(client: PveClient, tag: str) -> list[VMView]:
+    """Every QEMU VM (not a template) carrying ``tag``, whatever its marker says."""
+    out: list[VMView] = []
+    for entry in client.resources("vm"):
+        if entry.get("type") != "qemu" or entry.get("template"):
+            continue
+        if tag in split_tags(str(entry.get("tags") or "")):
+            vm = view_of(client, entry)
+            if vm is not None:
+                out.append(vm)
+    return sorted(out, key=lambda vm: vm.vmid)

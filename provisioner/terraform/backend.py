@@ -33,7 +33,7 @@ from provisioner.backend import (
 from provisioner.errors import Locked, NotFound, OwnershipMismatch, Transient, VmidTaken
 from provisioner.proxmox.backend import ProxmoxAPIBackend
 from provisioner.terraform.inherit import Inherited, inherited_from
-from provisioner.terraform.layout import archive, vm_dir, write_main
+from provisioner.terraform.layout import archive, scrub_archives, vm_dir, write_main
 from provisioner.terraform.render import (
     MAIN_FILE,
     VM_ADDRESS,
@@ -54,8 +54,9 @@ class TerraformBackend:
 
     def __init__(self, *, api: ProxmoxAPIBackend, runner: TerraformRunner, root: Path,
                  settings: RenderSettings) -> None:
-        if settings.tag != api.tag:
-            raise ValueError("render settings and the API backend must use the same tag")
+        if settings.tag != api.tag or settings.deployment != api.deployment:
+            raise ValueError("render settings and the API backend must use the same tag "
+                             "and deployment id")
         self.api = api
         self.runner = runner
         self.root = Path(root)
@@ -72,6 +73,10 @@ class TerraformBackend:
     def tag(self) -> str:
         return self.api.tag
 
+    @property
+    def deployment(self) -> str | None:
+        return self.api.deployment
+
     def directory(self, name: str) -> Path:
         return vm_dir(self.root, name)
 
@@ -79,6 +84,7 @@ class TerraformBackend:
 
     def check_owned(self, vm: VMStatus, ref: VMRef, action: str) -> None:
         problems = ownership_problems(vm, pool=self.pool, tag=self.tag,
+                                      deployment=self.api.deployment,
                                       subscription_id=ref.subscription_id, name=ref.name,
                                       smbios_uuid=ref.smbios_uuid, require_tags=True)
         if problems:
@@ -167,6 +173,7 @@ class TerraformBackend:
             # maybe our own clone from a crashed run, still copying: decide later
             raise Locked(0, f"VM {spec.vmid} is being cloned (lock: clone); retry later")
         problems = ownership_problems(existing, pool=self.pool, tag=self.tag,
+                                      deployment=self.api.deployment,
                                       subscription_id=spec.subscription_id,
                                       name=spec.name, smbios_uuid=None, require_tags=False)
         if problems:
@@ -280,6 +287,9 @@ def build_terraform_backend(api: ProxmoxAPIBackend, *, token_secret: str, root: 
     runner = TerraformRunner(env=env, secrets=[token_secret], lock_timeout_s=lock_timeout_s,
                              plugin_cache_dir=plugin_cache_dir)
     settings = RenderSettings(endpoint=api.api_url, insecure=api.verify is False, tag=api.tag,
+                              deployment=api.deployment,
                               snippets_datastore=snippets_datastore,
                               cloudinit_datastore=cloudinit_datastore)
+    for old in scrub_archives(root):  # archives of an older version kept user data and state
+        log.info("tf.archive.scrubbed", path=str(old))
     return TerraformBackend(api=api, runner=runner, root=root, settings=settings)

@@ -25,13 +25,14 @@ from provisioner.terraform.runner import state_addresses
 log = structlog.get_logger(__name__)
 
 
-def live_spec(spec: VMSpec, node: str, kept: Inherited, snippets_datastore: str) -> VMSpec:
+def live_spec(spec: VMSpec, node: str, kept: Inherited, snippets_datastore: str,
+              deployment: str | None = None) -> VMSpec:
     """``spec`` with the live VM's node and sizes; its user data only if the VM already
     reads the snippet we would reference (else a changed ``user_data_file_id``, which is
     ForceNew, would replace the VM)."""
     user_data = spec.user_data
     if user_data is not None and \
-            kept.user_data_volume != snippet_volume_id(snippets_datastore, spec.name):
+            kept.user_data_volume != snippet_volume_id(snippets_datastore, spec.name, deployment):
         log.warning("tf.export.user_data_not_adopted", name=spec.name,
                     vm_uses=kept.user_data_volume)
         user_data = None
@@ -52,7 +53,8 @@ def export_vm(backend: TerraformBackend, spec: VMSpec, ref: VMRef, *,
                           f"token {backend.api.token_id}")
     backend.check_owned(vm, ref, "export")
     kept = backend.inherited(vm.node, vm.vmid, live=True)
-    spec = live_spec(spec, vm.node, kept, backend.settings.snippets_datastore)
+    spec = live_spec(spec, vm.node, kept, backend.settings.snippets_datastore,
+                     backend.settings.deployment)
     try:
         template_node: str | None = backend.template_node(spec)
     except PveError:

@@ -32,10 +32,8 @@ from provisioner.backend import (
     NAME_RE,
     TAG_RE,
     VMSpec,
-    marker_for,
-    subscription_tag,
 )
-from provisioner.terraform import vm_blocks
+from provisioner.terraform import firewall_blocks, vm_blocks
 from provisioner.terraform.inherit import Inherited
 from provisioner.terraform.schema import load_schema, validate
 
@@ -112,6 +110,7 @@ class RenderSettings:
     endpoint: str  # PVE API URL, e.g. https://pve.example:8006/
     insecure: bool = False  # True only when TLS verification is switched off in config
     tag: str = "blockhost"
+    deployment: str | None = None  # the deployment id in the markers (None: none)
     snippets_datastore: str = "local"  # where the cloud-init user-data snippet is uploaded
     #: the cloud-init drive when the source VM has none (default: spec.storage)
     cloudinit_datastore: str | None = None
@@ -153,15 +152,15 @@ def validate_spec(spec: VMSpec, settings: RenderSettings) -> None:
     vm_blocks.ip_config(spec)  # raises ValueError on malformed addresses
 
 
-def snippet_file_name(name: str) -> str:
-    """The user-data snippet's file name on the snippets datastore."""
-    return f"{name}-user.yaml"
+def snippet_file_name(name: str, deployment: str | None = None) -> str:
+    """The user-data snippet's file name on the snippets datastore (as the API backend's)."""
+    return f"{name}-{deployment}-user.yaml" if deployment else f"{name}-user.yaml"
 
 
-def snippet_volume_id(datastore: str, name: str) -> str:
+def snippet_volume_id(datastore: str, name: str, deployment: str | None = None) -> str:
     """The snippet's volume id: what the file resource's ``id`` becomes (file.go,
     ``<datastore_id>:<content_type>/<file_name>``) and what PVE's ``cicustom`` names."""
-    return f"{datastore}:snippets/{snippet_file_name(name)}"
+    return f"{datastore}:snippets/{snippet_file_name(name, deployment)}"
 
 
 def import_id(node: str, vmid: int) -> str:
@@ -194,7 +193,7 @@ def check_inherited(spec: VMSpec, kept: Inherited) -> None:
 
 def _hardware(spec: VMSpec, settings: RenderSettings, kept: Inherited) -> dict[str, Any]:
     """cpu, memory, disk, network and cloud-init, each explicit (see :mod:`.vm_blocks`)."""
-    volume = (snippet_volume_id(settings.snippets_datastore, spec.name)
+    volume = (snippet_volume_id(settings.snippets_datastore, spec.name, settings.deployment)
               if spec.user_data is not None else None)
     return {
         "cpu": vm_blocks.cpu_block(spec.cores, kept),
@@ -213,20 +212,21 @@ def _snippet_resource(spec: VMSpec, settings: RenderSettings, user_data: str) ->
         "datastore_id": settings.snippets_datastore,
         "node_name": spec.node,
         "overwrite": True,
-        "source_raw": {"data": user_data, "file_name": snippet_file_name(spec.name)},
+        "source_raw": {"data": user_data,
+                       "file_name": snippet_file_name(spec.name, settings.deployment)},
     }}
 
 
 def _vm_resource(spec: VMSpec, settings: RenderSettings, kept: Inherited, *, started: bool,
                  clone: dict[str, Any]) -> dict[str, Any]:
-    tags = sorted({settings.tag, subscription_tag(spec.subscription_id), *spec.tags})
+    markers = vm_blocks.ownership_markers(spec, tag=settings.tag, deployment=settings.deployment)
     vm: dict[str, Any] = {
         "name": spec.name,
         "node_name": spec.node,
         "vm_id": spec.vmid,
         "pool_id": spec.pool,
-        "description": marker_for(spec.subscription_id, spec.name, managed_by=settings.tag),
-        "tags": tags,
+        "description": markers["description"],
+        "tags": markers["tags"],
         "on_boot": True,
         "started": started,
         "stop_on_destroy": True,
@@ -262,6 +262,15 @@ def _document(settings: RenderSettings, resources: dict[str, Any]) -> dict[str, 
     }
 
 
+def _firewall(spec: VMSpec) -> dict[str, Any]:
+    """The VM's anti-spoofing firewall (:mod:`.firewall_blocks`), addresses as expressions."""
+    blocks = firewall_blocks.firewall_resources(spec, VM_ADDRESS)
+    for by_name in blocks.values():
+        for resource in by_name.values():
+            resource["depends_on"] = [Expr(a) for a in resource["depends_on"]]
+    return blocks
+
+
 def render_vm(spec: VMSpec, settings: RenderSettings, *, inherited: Inherited,
               started: bool = True, template_node: str | None = None,
               adopt: bool = False) -> dict[str, Any]:
@@ -282,6 +291,7 @@ def render_vm(spec: VMSpec, settings: RenderSettings, *, inherited: Inherited,
         resources[FILE_RESOURCE] = _snippet_resource(spec, settings, spec.user_data)
     resources[VM_RESOURCE] = {VM_NAME: _vm_resource(spec, settings, inherited,
                                                     started=started, clone=clone)}
+    resources.update(_firewall(spec))
     doc = _document(settings, resources)
     if adopt:
         doc["import"] = [{"to": Expr(VM_ADDRESS),

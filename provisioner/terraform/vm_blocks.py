@@ -12,12 +12,23 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from provisioner.backend import VMSpec
+from provisioner.backend import VMSpec, deployment_tag, marker_for, subscription_tag
 from provisioner.terraform.inherit import Inherited
 
 #: network_device's fields at v0.111.1 (network/schema.go); every object carries all of them.
 NETWORK_DEVICE_FIELDS = ("bridge", "disconnected", "enabled", "firewall", "mac_address",
                          "model", "mtu", "queues", "rate_limit", "trunks", "vlan_id")
+
+
+def ownership_markers(spec: VMSpec, *, tag: str, deployment: str | None) -> dict[str, Any]:
+    """``description`` (the marker) and ``tags`` that prove the VM ours (see
+    :func:`provisioner.backend.ownership_problems`), the deployment's included when set."""
+    tags = {tag, subscription_tag(spec.subscription_id), *spec.tags}
+    if deployment is not None:
+        tags.add(deployment_tag(tag, deployment))
+    return {"description": marker_for(spec.subscription_id, spec.name, managed_by=tag,
+                                       deployment=deployment),
+            "tags": sorted(tags)}
 
 
 def cpu_block(cores: int, kept: Inherited) -> dict[str, Any]:
@@ -54,11 +65,12 @@ def disk_block(spec: VMSpec, interface: str, kept: Inherited) -> dict[str, Any]:
 
 def network_devices(bridge: str, kept: Inherited) -> list[dict[str, Any]]:
     """``network_device`` (an attribute: all 11 fields). The MAC is left to PVE (a clone gets
-    its own; Computed keeps it); ``enabled`` is deprecated and defaults to true."""
+    its own; Computed keeps it); ``enabled`` is deprecated and defaults to true. The
+    firewall is always on: the VM's anti-spoofing IP filter acts only on such an interface."""
     nic = kept.nic
     device: dict[str, Any] = {
         "bridge": bridge, "disconnected": nic.disconnected, "enabled": None,
-        "firewall": nic.firewall, "mac_address": None, "model": nic.model, "mtu": nic.mtu,
+        "firewall": True, "mac_address": None, "model": nic.model, "mtu": nic.mtu,
         "queues": nic.queues, "rate_limit": nic.rate_limit, "trunks": nic.trunks,
         "vlan_id": nic.vlan_id}
     return [device]

@@ -234,3 +234,20 @@ def test_a_full_node_defers_creation_without_failing(world: World) -> None:
     limiter.release("pve1")
     reconciler.reconcile(1, EXPIRES - 100)
     assert world.vm(1).state == "running" and limiter.inflight() == {}
+
+
+def test_another_deployments_vm_under_our_name_is_foreign_not_ours(world: World) -> None:
+    """A second deployment with default names makes a VM called like ours on a VMID we lost:
+    its marker names another deployment, so it is never taken for ours (nor touched)."""
+    world.paid(1)
+    world.reconcile(1)
+    record = world.vm(1)
+    world.sim.control("POST", f"vms/{record.vmid}", {"config": {
+        "description": f"managed-by=blockhost;deployment=deadbeef;sub=1;name={record.name}"}})
+    for _ in range(2):
+        world.reconcile(1)
+    assert world.sim.vm(record.vmid)["status"] == "running"  # left alone
+    pool = [vm for vm in world.sim.state()["vms"] if vm.get("pool") == "blockhost"]
+    assert [vm["vmid"] for vm in pool] == [record.vmid]  # and nothing cloned over it
+    [letter] = DeadLetters(world.store.conn).list()
+    assert "marker" in letter.reason.lower() and str(record.vmid) in letter.reason
