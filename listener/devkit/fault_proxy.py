@@ -3,7 +3,9 @@
 It forwards to a real node (anvil) and, on demand, answers like real providers misbehave:
 range and result-size refusals in their own error shapes (with and without a suggested
 range), 429, 503, -32005 rate limits, "header not found", requests that hang past the client's
-timeout, dropped or truncated connections, a node lagging N blocks, a node on another chain.
+timeout, dropped or truncated connections, a node lagging N blocks, a node on another chain,
+and a load balancer whose slow backend answers receipts, logs and calls from an older head
+while the nonce and head come from the live node (``stale_reads`` seconds).
 
 Faults come from an explicit ``schedule`` (consumed one per HTTP request, ``None`` = pass) and
 then at random with ``fault_rate`` from a seeded RNG, so a failing run can be replayed.
@@ -20,6 +22,7 @@ import json
 import random
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,6 +42,9 @@ RANGE_FAULTS = ("alchemy_size", "infura_results", "infura_results_data",
 ALL_FAULTS = HTTP_FAULTS + RPC_FAULTS + RANGE_FAULTS
 #: Shapes used when ``max_range`` is exceeded (QuickNode, Infura -32602, geth-like, Ankr).
 SPAN_SHAPES = ("quicknode", "infura_32602", "exceed_max", "too_wide", "plain_too_large")
+#: Calls a load balancer's lagging backend answers from its older view (``stale_reads``).
+STALE_METHODS = ("eth_getTransactionReceipt", "eth_getTransactionByHash", "eth_getLogs",
+                 "eth_call")
 
 
 @dataclass
@@ -55,6 +61,7 @@ class ProxySettings:
     max_results: int | None = None
     timeout_sleep: float = 2.0
     no_batch: bool = False  # refuse JSON-RPC batches like some providers do
+    stale_reads: float = 0.0  # seconds a new block stays hidden from STALE_METHODS
 
 
 class RpcProxy:
@@ -77,6 +84,7 @@ class RpcProxy:
         self.requests = 0
         self.methods: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
+        self._seen: list[tuple[int, float]] = []  # (head, when first seen) for stale_reads
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
@@ -90,6 +98,8 @@ class RpcProxy:
         return f"http://{host!s}:{port}"
 
     def start(self) -> RpcProxy:
+        if self.settings.stale_reads:
+            self._stale_head()  # blocks that exist now are visible everywhere
         self._thread.start()
         return self
 
@@ -147,6 +157,32 @@ class RpcProxy:
                                  "params": []}])[0]
         return int(reply["result"], 16)
 
+    def _stale_head(self) -> int:
+        """The newest block the lagging backend knows: first seen ``stale_reads`` s ago."""
+        head, now = self._real_head(), time.monotonic()
+        with self._lock:
+            if not self._seen or head > self._seen[-1][0]:
+                self._seen.append((head, now if self._seen else float("-inf")))
+            known = [n for n, seen in self._seen if seen <= now - self.settings.stale_reads]
+            return min(head, max(known, default=0))
+
+    def _stale_answer(self, call: dict[str, Any], stale: int) -> Any:
+        params = list(call.get("params") or [])
+        if call["method"] == "eth_getLogs":
+            return self._get_logs(call.get("id"), dict(params[0]), None, stale)
+        if call["method"] == "eth_call":
+            tag = params[1] if len(params) > 1 else "latest"
+            if not (isinstance(tag, str) and tag.startswith("0x") and int(tag, 16) <= stale):
+                params[1:] = [hex(stale)]
+            return self._upstream([{**call, "params": params}])[0]
+        reply = self._upstream([call])[0]
+        found = reply.get("result")
+        if isinstance(found, dict) and int(found.get("blockNumber") or "0x0", 16) > stale:
+            with self._lock:
+                self.faults["stale:" + str(call["method"])] += 1
+            return {**reply, "result": None}
+        return reply
+
     def handle(self, payload: Any) -> Any:
         """Answer one JSON-RPC request or batch (raises _HttpFault for HTTP-level faults)."""
         calls = payload if isinstance(payload, list) else [payload]
@@ -160,8 +196,12 @@ class RpcProxy:
         replies: list[dict[str, Any]] = []
         s = self.settings
         head = self._real_head() - s.lag_blocks if s.lag_blocks else None
+        stale = self._stale_head() if s.stale_reads else None
         for call in calls:
-            replies.append(self._answer(call, fault, head))
+            if stale is not None and fault is None and call.get("method") in STALE_METHODS:
+                replies.append(self._stale_answer(call, stale))
+            else:
+                replies.append(self._answer(call, fault, head))
         return replies if isinstance(payload, list) else replies[0]
 
     def _answer(self, call: dict[str, Any], fault: str | None, lagged: int | None) -> Any:
@@ -421,10 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chain-id", type=int, default=None)
     parser.add_argument("--max-range", type=int, default=None)
     parser.add_argument("--max-results", type=int, default=None)
+    parser.add_argument("--stale-reads", type=float, default=0.0)
     args = parser.parse_args(argv)
     proxy = RpcProxy(args.upstream, seed=args.seed, fault_rate=args.fault_rate,
                      lag_blocks=args.lag_blocks, chain_id=args.chain_id,
-                     max_range=args.max_range, max_results=args.max_results)
+                     max_range=args.max_range, max_results=args.max_results,
+                     stale_reads=args.stale_reads)
     proxy.start()
     print(proxy.url, flush=True)
     try:

@@ -40,11 +40,13 @@ class HealthState:
     signer_alerts: list[str] = field(default_factory=list)
     #: subscriptions whose steps keep failing (an outage of Proxmox or the RPC): still retried
     failing_subscriptions: int = 0
+    #: what a start held by an outage waits for (listener.runtime.start_gate); None once open
+    starting: str | None = None
     stale_after: float = 120.0
 
     def problems(self, now: float | None = None) -> list[str]:
         now = time.monotonic() if now is None else now
-        found = []
+        found = [f"starting: {self.starting}"] if self.starting else []
         if self.halted_reason:
             found.append(f"halted: {self.halted_reason}")
         reference = self.last_scan_ok if self.last_scan_ok is not None else self.started_at
@@ -128,8 +130,17 @@ class Metrics:
             self.subscriptions.labels(state=state).set(by_state.get(state, 0))
 
 
+#: Seconds a client may take to send its request or read the answer. Without it, a client that
+#: sends half a request holds a thread (and its socket) forever; scrapes take milliseconds.
+REQUEST_TIMEOUT_SECONDS = 10.0
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _ObservabilityServer
+
+    def setup(self) -> None:
+        self.request.settimeout(self.server.request_timeout)  # every read and write after this
+        super().setup()
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -164,10 +175,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _ObservabilityServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], metrics: Metrics, health: HealthState) -> None:
+    def __init__(self, address: tuple[str, int], metrics: Metrics, health: HealthState,
+                 request_timeout: float) -> None:
         super().__init__(address, _Handler)
         self.metrics = metrics
         self.health = health
+        self.request_timeout = request_timeout
 
 
 class _ObservabilityServer6(_ObservabilityServer):
@@ -182,12 +195,13 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def serve(listen: str, metrics: Metrics, health: HealthState) -> _ObservabilityServer:
+def serve(listen: str, metrics: Metrics, health: HealthState, *,
+          request_timeout: float = REQUEST_TIMEOUT_SECONDS) -> _ObservabilityServer:
     """Start the endpoint in a daemon thread; returns the server (``server_address`` has the
-    bound port when 0 was asked for)."""
+    bound port when 0 was asked for). An empty host (``:9100``) means loopback."""
     host, port = parse_listen(listen)
     kind = _ObservabilityServer6 if ":" in host else _ObservabilityServer
-    server = kind((host, port), metrics, health)
+    server = kind((host, port), metrics, health, request_timeout)
     threading.Thread(target=server.serve_forever, name="observability", daemon=True).start()
     bound_host, port = server.server_address[:2]
     log.info("observability.listening", host=str(bound_host), port=port,

@@ -14,13 +14,22 @@ import structlog
 from eth_account import Account
 from web3 import HTTPProvider, Web3
 
+from listener.chain.deployment import Deployment, bind_database, deployment_of
 from listener.chain.journal import Store
+from listener.chain.rpc import RpcClient
 from listener.config import Config
 from listener.crypto.key_files import load_private_key, read_owner_only_file
 from listener.errors import UserError
 from listener.reconcile.reconciler import Services
-from listener.runtime.liveness import WEB3_TIMEOUT
+from listener.runtime.liveness import (
+    RPC_ATTEMPTS,
+    RPC_BACKOFF_INITIAL,
+    RPC_BACKOFF_MAX,
+    RPC_TIMEOUT,
+    WEB3_TIMEOUT,
+)
 from listener.writeback.nft import NftMinter
+from listener.writeback.signer_rpc import FailoverProvider
 from listener.writeback.txmanager import TxManager
 from provisioner.backend import VMBackend
 from provisioner.inventory import Inventory, Pools
@@ -64,9 +73,23 @@ def pools_from_config(config: Config) -> Pools:
     )
 
 
-def build_api_backend(config: Config) -> ProxmoxAPIBackend:
+def config_deployment(config: Config, chain_id: int | None = None) -> Deployment | None:
+    """This config's deployment; the chain id from the argument, the config or, failing
+    both, the database the daemon bound to its RPC's chain (read only)."""
+    if chain_id or config.chain.chain_id or not config.db.path.exists():
+        return deployment_of(config, chain_id)
+    store = Store.open(config.db.path)
+    try:
+        return deployment_of(config, chain_id, store.conn)
+    finally:
+        store.close()
+
+
+def build_api_backend(config: Config, *, chain_id: int | None = None) -> ProxmoxAPIBackend:
     """The proxmoxer backend (also what the Terraform backend and template build read
-    through): API token from its 0600 file, TLS verified as configured."""
+    through): API token from its 0600 file, TLS verified as configured; its markers carry
+    this config's deployment id."""
+    deployment = config_deployment(config, chain_id)
     px = config.proxmox
     if not px.token_id:
         raise UserError("proxmox.token_id is not set; create an API token (USER@REALM!TOKENID) "
@@ -78,6 +101,7 @@ def build_api_backend(config: Config) -> ProxmoxAPIBackend:
         snippets_storage=px.cloudinit_storage,
         # clones in flight survive a crash: a half-made VM is adopted, never mistaken for foreign
         journal_dir=config.db.path.parent / "clone-journal",
+        deployment=deployment.id if deployment is not None else None,
     )
 
 
@@ -93,9 +117,9 @@ def build_terraform_backend_for(config: Config, api: ProxmoxAPIBackend) -> Terra
         cloudinit_datastore=px.storage)
 
 
-def build_backend(config: Config) -> VMBackend:
-    """The backend ``proxmox.backend`` selects."""
-    api = build_api_backend(config)
+def build_backend(config: Config, *, api: ProxmoxAPIBackend | None = None) -> VMBackend:
+    """The backend ``proxmox.backend`` selects (over ``api`` when given)."""
+    api = api or build_api_backend(config)
     if config.proxmox.backend != "terraform":
         return api
     backend = build_terraform_backend_for(config, api)
@@ -104,18 +128,38 @@ def build_backend(config: Config) -> VMBackend:
 
 
 def http_provider(url: str) -> HTTPProvider:
-    """The minter's provider; its timeout and retries bound the loop's longest call
-    (:func:`listener.runtime.liveness.longest_blocking_call`)."""
+    """A plain web3 provider with the daemon's timeout; its timeout and retries bound the
+    loop's longest call (:func:`listener.runtime.liveness.longest_blocking_call`)."""
     return Web3.HTTPProvider(url, request_kwargs={"timeout": WEB3_TIMEOUT})
 
 
-def build_web3(config: Config) -> Web3:
+def _signer_rpc(config: Config, chain_id: int | None) -> RpcClient:
+    """An RPC client with the listener's settings (liveness bounds one call by them)."""
     if not config.chain.rpc_urls:
         raise UserError("chain.rpc_urls is empty; set at least one RPC endpoint")
-    return Web3(http_provider(config.chain.rpc_urls[0]))
+    return RpcClient(config.chain.rpc_urls, expected_chain_id=chain_id, timeout=RPC_TIMEOUT,
+                     attempts=RPC_ATTEMPTS, backoff_initial=RPC_BACKOFF_INITIAL,
+                     backoff_max=RPC_BACKOFF_MAX)
 
 
-def build_minter(config: Config, store: Store) -> NftMinter | None:
+def signing_chain_id(config: Config, store: Store, chain_id: int | None = None) -> int:
+    """The chain transactions are signed for: ``chain.chain_id``, else the one the daemon
+    checked on its RPC (``chain_id``) or bound the database to. Only a command run with
+    none of these (no chain.chain_id, a fresh database) learns it from the first endpoint
+    that answers; every endpoint is then held to it."""
+    found = config.chain.chain_id or chain_id or store.chain_state().chain_id
+    if found is None:
+        found = _signer_rpc(config, None).chain_id()
+    return found
+
+
+def build_web3(config: Config, chain_id: int) -> Web3:
+    """The signer's web3: chain.rpc_urls with the listener's failover, chain-id check on
+    every endpoint before use, and URL redaction."""
+    return Web3(FailoverProvider(_signer_rpc(config, chain_id)))
+
+
+def build_minter(config: Config, store: Store, chain_id: int | None = None) -> NftMinter | None:
     if not config.chain.nft_contract:
         return None
     from listener.writeback.fees import FeePolicy
@@ -123,10 +167,12 @@ def build_minter(config: Config, store: Store) -> NftMinter | None:
 
     account = Account.from_key(load_private_key(config.signer.private_key_file,
                                                 what="signer key"))
-    txm = TxManager(build_web3(config), TxStore(store.conn), account,
+    signing_chain = signing_chain_id(config, store, chain_id)
+    txm = TxManager(build_web3(config, signing_chain), TxStore(store.conn), account,
                     fees=FeePolicy.from_gwei(config.signer.max_fee_gwei,
                                              config.signer.max_priority_fee_gwei),
-                    confirmations=config.chain.confirmations, lock=SIGNER_LOCK)
+                    confirmations=config.chain.confirmations, lock=SIGNER_LOCK,
+                    chain_id=signing_chain)
     return NftMinter(txm, config.chain.nft_contract)
 
 
@@ -161,10 +207,19 @@ def build_services(config: Config, *, chain_id: int | None = None,
     if with_chain:
         _check_vm_rpc_url_once(config)
     store = Store.open(config.db.path)
-    inventory = Inventory(store.conn)
+    try:
+        deployment = deployment_of(config, chain_id, store.conn)
+        if deployment is not None:
+            bind_database(store.conn, deployment, config.db.path)
+    except BaseException:
+        store.close()
+        raise
+    api = build_api_backend(config, chain_id=deployment.chain_id if deployment else chain_id)
+    # VMIDs and addresses another deployment's VMs hold are never handed out
+    inventory = Inventory(store.conn, occupied=api.occupied)
     return Services(
-        config=config, store=store, inventory=inventory, backend=build_backend(config),
-        minter=build_minter(config, store) if with_chain else None,
+        config=config, store=store, inventory=inventory, backend=build_backend(config, api=api),
+        minter=build_minter(config, store, chain_id) if with_chain else None,
         server_key=(load_private_key(config.server_key_file, what="server key")
                     if with_chain else None),
         pools=pools_from_config(config),

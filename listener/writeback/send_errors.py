@@ -37,3 +37,21 @@ def classify_send_error(message: str) -> SendOutcome:
         if any(marker in lowered for marker in markers):
             return outcome
     return SendOutcome.OTHER
+
+
+def rpc_message(exc: Exception) -> str:
+    """The node's own message from a web3 error, preferred to the exception's whole text."""
+    response = getattr(exc, "rpc_response", None)
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        return str(response["error"].get("message", ""))
+    message = getattr(exc, "message", None)
+    if isinstance(message, str) and message:
+        return message
+    if exc.args and isinstance(exc.args[0], dict):
+        return str(exc.args[0].get("message", exc.args[0]))
+    return str(exc)
+
+
+def short_message(message: str) -> str:
+    """The first line, at most 200 characters: enough to act on, short enough to store."""
+    return message.splitlines()[0][:200] if message else "no message"

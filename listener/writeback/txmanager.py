@@ -9,8 +9,9 @@ Rules, in the order they protect us:
   a transaction a reorg dropped is re-sent (same bytes).
 - Fees are EIP-1559 under a cap; after ``bump_after_blocks`` blocks without a receipt a
   replacement with the same nonce and higher fees is signed, stored, then broadcast.
-- If our nonce was consumed and none of our attempts has a receipt, the outcome is
-  uncertain: a ``resolve`` callback reads the chain (e.g. ``getAccessData``/``ownerOf``) and
+- Our nonce used, no receipt of ours visible (a load balancer's lagging backend)? The
+  consuming transaction is found by pinned reads (:mod:`nonce_trace`): ours, wait for its
+  receipt; another's, once at depth with its receipt visible, ``resolve`` reads the chain and
   only if the effect is provably absent is the request re-signed with a new nonce.
 - Node refusals are classified; insufficient funds and fee-cap stalls raise an alert (health
   red) and return control instead of spinning.
@@ -20,23 +21,27 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
 from eth_account.signers.local import LocalAccount
-from eth_account.types import AccessListEntry
-from eth_typing import HexStr
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import Wei
 
 from listener.chain.contracts import describe_revert
 from listener.writeback.fees import FeePolicy, Fees
+from listener.writeback.nonce_trace import nonce_user
 from listener.writeback.receipt_wait import receipt_poll_delays
-from listener.writeback.send_errors import SendOutcome, classify_send_error
+from listener.writeback.send_errors import (
+    SendOutcome,
+    classify_send_error,
+    rpc_message,
+    short_message,
+)
 from listener.writeback.tx_errors import (
     WOULD_FAIL,
     SignerUnhealthy,
@@ -44,6 +49,7 @@ from listener.writeback.tx_errors import (
     TxNodeError,
     TxPending,
 )
+from listener.writeback.tx_signing import agreed_chain_id, eip1559_signer
 from listener.writeback.tx_store import Alert, SignedAttempt, TxAttempt, TxRequest, TxStore
 
 log = structlog.get_logger(__name__)
@@ -89,6 +95,7 @@ class TxManager:
         receipt_timeout: float = 60.0,
         poll_interval: float = 0.2,
         lock: threading.Lock | None = None,
+        chain_id: int | None = None,
     ) -> None:
         self.w3 = w3
         self.store = store
@@ -100,7 +107,8 @@ class TxManager:
         self.receipt_timeout = receipt_timeout
         self.poll_interval = poll_interval
         self.lock = lock or threading.Lock()
-        self._chain_id: int | None = None
+        self._chain_id = chain_id  # the configured chain; None only in hand-built tests
+        self._agreed: int | None = None
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -119,9 +127,10 @@ class TxManager:
         return int(self.w3.eth.get_transaction_count(self.sender, tag))
 
     def _chain(self) -> int:
-        if self._chain_id is None:
-            self._chain_id = int(self.w3.eth.chain_id)
-        return self._chain_id
+        """The chain id we sign for (see :mod:`tx_signing`); the node is asked once."""
+        if self._agreed is None:
+            self._agreed = agreed_chain_id(self.w3, self._chain_id)
+        return self._agreed
 
     def _is_confirmed(self, block_number: int, head: int) -> bool:
         if isinstance(self.confirmations, str):
@@ -138,7 +147,10 @@ class TxManager:
             return None
         # A node can serve a receipt from a block it has since reorged away: trust it only if
         # the block at that height is still the one the receipt names.
-        block = self.w3.eth.get_block(int(receipt["blockNumber"]))
+        try:
+            block = self.w3.eth.get_block(int(receipt["blockNumber"]))
+        except BlockNotFound:  # a load balancer's backend behind the one that had the receipt
+            return None
         if HexBytes(block["hash"]) != HexBytes(receipt["blockHash"]):
             return None
         return dict(receipt)
@@ -164,31 +176,22 @@ class TxManager:
             raise TxFailed(f"{kind} would fail: {describe_revert(data)}; is {self.sender} the "
                            "contract owner and are the arguments valid?") from None
         except Web3RPCError as exc:
-            message = _rpc_message(exc)
+            message = rpc_message(exc)
             if classify_send_error(message) is SendOutcome.INSUFFICIENT_FUNDS:
                 alert = (f"signer {self.sender} cannot pay for {kind}: insufficient funds; "
                          "send it ETH")
                 self.store.set_alert(self.sender, "insufficient_funds", alert)
                 raise SignerUnhealthy(alert) from None
             if any(marker in message.lower() for marker in WOULD_FAIL):
-                raise TxFailed(f"{kind} would fail: {_short(message)}") from None
-            raise TxNodeError(f"{kind}: the node could not estimate gas: {_short(message)}; "
+                raise TxFailed(f"{kind} would fail: {short_message(message)}") from None
+            raise TxNodeError(f"{kind}: the node could not estimate gas: {short_message(message)}; "
                               "retried") from None
         return estimate * (100 + GAS_MARGIN_PERCENT) // 100
 
     def _signer(self, *, to: str, data: bytes, value: int, gas: int,
                 fees: Fees) -> Callable[[int], SignedAttempt]:
-        def sign(nonce: int) -> SignedAttempt:
-            tx: dict[str, Sequence[AccessListEntry] | bytes | HexStr | int] = {
-                "type": 2, "chainId": self._chain(), "nonce": nonce,
-                "to": Web3.to_checksum_address(to), "data": HexBytes(data), "value": value,
-                "gas": gas, "maxFeePerGas": fees.max_fee,
-                "maxPriorityFeePerGas": fees.priority_fee}
-            signed = self.account.sign_transaction(tx)
-            return SignedAttempt(raw_tx=bytes(signed.raw_transaction),
-                                 tx_hash="0x" + bytes(signed.hash).hex(),
-                                 max_fee=fees.max_fee, priority_fee=fees.priority_fee)
-        return sign
+        return eip1559_signer(self.account, self._chain(), to=to, data=data, value=value,
+                              gas=gas, fees=fees)
 
     def _initial_fees(self) -> Fees:
         base = self._base_fee()
@@ -233,10 +236,8 @@ class TxManager:
     def execute(self, key: str, kind: str, subscription_id: int | None, call: TxCall,
                 parse: Parse, resolve: Resolve | None = None) -> dict[str, Any]:
         """Run ``key`` to a confirmed receipt exactly once and return ``parse(receipt)``.
-
         Raises TxPending when not confirmed within ``receipt_timeout`` (call again later),
-        SignerUnhealthy when funds or the fee cap block progress, TxFailed on a revert.
-        """
+        SignerUnhealthy when funds or the fee cap block progress, TxFailed on a revert."""
         request = self.submit(key, kind, subscription_id, call)
         deadline = time.monotonic() + self.receipt_timeout
         delays = receipt_poll_delays(self.poll_interval)
@@ -274,7 +275,7 @@ class TxManager:
             self.store.set_state(request.id, "pending")
             request = self.store.by_id(request.id)
         if self._nonce("latest") > request.nonce:
-            return self._nonce_consumed(request, head, parse, resolve)
+            return self._nonce_consumed(request, attempts, head, parse, resolve)
         stale = head - attempts[-1].signed_block >= self.bump_after_blocks
         if stale and self._fill_gaps(request.nonce):
             stale = False  # a gap below us, not our fee, was what held us up
@@ -288,13 +289,10 @@ class TxManager:
         return PollResult(request, False)
 
     def resume(self) -> int:
-        """At start (after a crash) and then now and again: re-send open requests' stored
-        bytes in nonce order, and drive gap fillers to confirmation (nobody else waits on
-        them). Also fills a nonce gap (a nonce below our lowest open one that nothing of
-        ours uses, nothing waits in the pool for, and the chain has not consumed) with a
-        zero-value self-transfer, so our transactions are not stuck behind it.
-        Returns how many requests are still open.
-        """
+        """At start and now and again: re-send open requests' stored bytes in nonce order,
+        drive gap fillers to confirmation (nobody else waits on them) and fill a nonce gap
+        below our lowest open nonce (unused, not in the pool, not consumed) with a zero-value
+        self-transfer so ours are not stuck behind it. Returns how many are still open."""
         open_requests = self.store.open_requests(self.sender)
         if open_requests:
             self._fill_gaps(open_requests[0].nonce)
@@ -341,16 +339,35 @@ class TxManager:
                  block=number)
         return PollResult(self.store.by_id(request.id), True, result)
 
-    def _nonce_consumed(self, request: TxRequest, head: int, parse: Parse,
-                        resolve: Resolve | None) -> PollResult:
+    def _nonce_consumed(self, request: TxRequest, attempts: list[TxAttempt], head: int,
+                        parse: Parse, resolve: Resolve | None) -> PollResult:
         """Our nonce is used but no attempt of ours has a receipt: read the chain, decide."""
-        for attempt in reversed(self.store.attempts(request.id, nonce=request.nonce)):
+        for attempt in reversed(attempts):
             receipt = self._receipt(attempt.tx_hash)  # mined between our two reads?
             if receipt is not None:
                 return self._on_receipt(request, attempt, receipt, head, parse)
         if request.kind == "gapfill":  # someone else's transaction filled it: fine
             self.store.set_state(request.id, "confirmed", result={}, error="nonce filled elsewhere")
             return PollResult(self.store.by_id(request.id), True, {})
+        if not self._taken_by_another(request, attempts, head):
+            return PollResult(request, False)
+        return self._resolve_or_resign(request, head, resolve)
+
+    def _taken_by_another(self, request: TxRequest, attempts: list[TxAttempt],
+                          head: int) -> bool:
+        """True only when a transaction not ours provably used the nonce, at depth, and its
+        receipt is visible (so the backend answering receipts and logs has its block)."""
+        user = nonce_user(self.w3, self.sender, request.nonce, attempts[0].signed_block, head)
+        if user is None or user[1] in {a.tx_hash for a in attempts}:
+            log.debug("tx.receipt_not_visible", request_key=request.idempotency_key,
+                      nonce=request.nonce, ours=user is not None)
+            return False  # ours (its receipt will come) or not readable yet: never re-sign
+        receipt = self._receipt(user[1])
+        return receipt is not None and self._is_confirmed(int(receipt["blockNumber"]), head)
+
+    def _resolve_or_resign(self, request: TxRequest, head: int,
+                           resolve: Resolve | None) -> PollResult:
+        """Another transaction used our nonce: confirm from chain state or sign anew."""
         result = resolve(request) if resolve is not None else None
         if result is not None:
             self.store.set_state(request.id, "confirmed", result=result,
@@ -415,8 +432,8 @@ class TxManager:
         try:
             self.w3.eth.send_raw_transaction(attempt.raw_tx)
         except (Web3RPCError, ValueError) as exc:
-            outcome = classify_send_error(_rpc_message(exc))
-            detail = _short(_rpc_message(exc))
+            outcome = classify_send_error(rpc_message(exc))
+            detail = short_message(rpc_message(exc))
         else:
             outcome, detail = SendOutcome.ACCEPTED, ""
         if outcome in (SendOutcome.ACCEPTED, SendOutcome.KNOWN):
@@ -472,19 +489,3 @@ class TxManager:
                                   fees=fees))
         if created:
             self._broadcast(request, self.store.attempts(request.id)[-1])
-
-
-def _rpc_message(exc: Exception) -> str:
-    response = getattr(exc, "rpc_response", None)
-    if isinstance(response, dict) and isinstance(response.get("error"), dict):
-        return str(response["error"].get("message", ""))
-    message = getattr(exc, "message", None)
-    if isinstance(message, str) and message:
-        return message
-    if exc.args and isinstance(exc.args[0], dict):
-        return str(exc.args[0].get("message", exc.args[0]))
-    return str(exc)
-
-
-def _short(message: str) -> str:
-    return message.splitlines()[0][:200] if message else "no message"

@@ -22,9 +22,7 @@ from provisioner.backend import (
     TAG_RE,
     VMRef,
     VMSpec,
-    marker_for,
     parse_marker,
-    subscription_tag,
 )
 from provisioner.errors import (
     AlreadyExists,
@@ -45,6 +43,7 @@ from provisioner.proxmox.encoders import (
     join_tags,
     net0_value,
 )
+from provisioner.proxmox.firewall import TenantFirewall, tenant_addresses, with_firewall
 from provisioner.proxmox.ownership import OwnershipRules
 from provisioner.proxmox.snippets import SnippetStore
 from provisioner.proxmox.vm_view import VMView, find_resource, inspect_vm, power_of
@@ -85,13 +84,13 @@ def ensure_running(client: PveClient, vm: VMView) -> None:
     log.info("pve.start.done", vmid=vm.vmid, node=vm.node)
 
 
-def _clone_params(spec: VMSpec, template_node: str, tag: str) -> dict[str, Param]:
+def _clone_params(spec: VMSpec, template_node: str, marker: str) -> dict[str, Param]:
     """The clone POST: the description marker goes in here, so even a clone whose configure
     step never ran is provably ours."""
     params: dict[str, Param] = {
         "newid": spec.vmid,
         "name": spec.name,
-        "description": marker_for(spec.subscription_id, spec.name, managed_by=tag),
+        "description": marker,
         "pool": spec.pool,
         "full": 1 if spec.full_clone else 0,
     }
@@ -111,6 +110,7 @@ class CreateMachine:
         self.rules = rules
         self.journal = journal
         self.snippets = snippets
+        self.firewall = TenantFirewall(client)
         self._template_nodes: dict[int, str] = {}
 
     def run(self, spec: VMSpec) -> VMRef:
@@ -123,6 +123,7 @@ class CreateMachine:
             self.snippets.write(spec.name, spec.user_data)
         self._configure(vm, spec)
         vm = inspect_vm(self.client, spec.vmid) or vm
+        self.firewall.apply(vm.node, vm.vmid, tenant_addresses(spec))  # before it ever runs
         self._resize(vm, spec)
         ensure_running(self.client, vm)
         blog.info("pve.create.done", node=vm.node, smbios_uuid=vm.smbios_uuid)
@@ -251,7 +252,7 @@ class CreateMachine:
         """Journal the intent, POST the clone and wait for it; a POST lost in transit is
         recovered, an id that turns out to exist is adopted only when it is ours."""
         tnode = self._template_node(spec.template_vmid)
-        params = _clone_params(spec, tnode, self.rules.tag)
+        params = _clone_params(spec, tnode, self.rules.marker(spec.subscription_id, spec.name))
         blog = log.bind(vmid=spec.vmid, template=spec.template_vmid, node=tnode,
                         target=spec.node)
         intent = new_entry(spec.vmid, spec.subscription_id, spec.name, spec.template_vmid)
@@ -319,10 +320,9 @@ class CreateMachine:
         params: dict[str, Param] = {
             "cores": spec.cores,
             "memory": spec.memory_mb,
-            "net0": net0_value(vm.text("net0"), spec.bridge),
+            "net0": with_firewall(net0_value(vm.text("net0"), spec.bridge)),
             "ciuser": spec.username,
-            "tags": join_tags([self.rules.tag, subscription_tag(spec.subscription_id),
-                               *spec.tags]),
+            "tags": join_tags([*self.rules.own_tags(spec.subscription_id), *spec.tags]),
         }
         ipconfig = build_ipconfig(spec.ipv4_cidr, spec.gateway4, spec.ipv6_cidr, spec.gateway6)
         if ipconfig:

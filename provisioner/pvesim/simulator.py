@@ -16,6 +16,7 @@ from provisioner.pvesim.core.tasks import TaskEngine, Worker
 from provisioner.pvesim.endpoints.clone import Clones
 from provisioner.pvesim.endpoints.cluster import ClusterReads
 from provisioner.pvesim.endpoints.destroy import Destroys
+from provisioner.pvesim.endpoints.firewall import Firewalls
 from provisioner.pvesim.endpoints.pools import PoolReads
 from provisioner.pvesim.endpoints.power import Power
 from provisioner.pvesim.endpoints.resize import Resizes
@@ -46,6 +47,7 @@ class Simulator:
         self.resizes = Resizes(self.store, self.tasks)
         self.power = Power(self.store, self.tasks)
         self.destroys = Destroys(self.store, self.tasks)
+        self.firewalls = Firewalls(self.store)
         self._register_workers()
 
     def _register_workers(self) -> None:

@@ -8,13 +8,13 @@ read-modify-write is atomic against other processes too.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from provisioner.storage.private_files import prepare_db_file
 
 BUSY_TIMEOUT_MS = 30_000
 WAL_AUTOCHECKPOINT_PAGES = 10_000
@@ -23,7 +23,7 @@ WAL_AUTOCHECKPOINT_PAGES = 10_000
 def connect(path: Path | str) -> sqlite3.Connection:
     """Open (creating the directory if needed) with the settings every component relies on."""
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        prepare_db_file(Path(path))  # 0600 (and the daemon's owner) before SQLite writes
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False)
     conn.row_factory = sqlite3.Row
@@ -35,9 +35,6 @@ def connect(path: Path | str) -> sqlite3.Connection:
     # 21 -> 14 us per journaled event). Durability is unchanged (WAL + NORMAL either way).
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
     conn.execute("PRAGMA foreign_keys = ON")
-    if str(path) != ":memory:":
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o600)
     return conn
 
 

@@ -182,7 +182,8 @@ class TerraformRunner:
         started = time.monotonic()
         proc = subprocess.Popen(argv, cwd=workdir, env=self.environment(),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                umask=0o077)  # state and plugins private, whoever runs us
         timer = threading.Timer(self.timeout_s, _kill_group, args=(proc,))
         timer.daemon = True
         timer.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -103,6 +104,30 @@ def test_serves_on_ipv6_loopback() -> None:
     try:
         port = server.server_address[1]
         assert requests.get(f"http://[::1]:{port}/readyz", timeout=5).status_code == 503
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_client_that_never_finishes_its_request_is_dropped() -> None:
+    """Slow-loris: half a request must not hold a handler thread; others are still served."""
+    metrics, health = Metrics(), HealthState(stale_after=60)
+    server = serve("127.0.0.1:0", metrics, health, request_timeout=0.3)
+    host, port = server.server_address[:2]
+    try:
+        with socket.create_connection((str(host), port), timeout=30) as slow:
+            slow.sendall(b"GET /metr")  # no end of line, no end of headers, ever
+            assert requests.get(f"http://{host}:{port}/metrics", timeout=5).status_code == 200
+            assert slow.recv(1024) == b""  # the server closed it; 30 s guards a hang only
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_empty_host_binds_loopback_only() -> None:
+    server = serve(":0", Metrics(), HealthState(stale_after=60))
+    try:
+        assert server.server_address[0] == "127.0.0.1"
     finally:
         server.shutdown()
         server.server_close()

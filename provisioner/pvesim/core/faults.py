@@ -19,9 +19,12 @@ from provisioner.pvesim.errors import SimError
 
 #: fault-injection operation names (one per API endpoint the simulator serves)
 OPS = (
-    "version", "nodes", "cluster_resources", "nextid", "pools", "pool", "vm_list", "vm_index",
+    "version", "nodes", "cluster_resources", "nextid", "pools", "pool", "pool_update", "vm_list",
+    "vm_index",
     "clone", "config_get", "config_put", "config_post", "resize", "status_current", "start",
     "shutdown", "stop", "destroy", "agent_ping", "task_status", "task_log", "create", "template",
+    "fw_options_get", "fw_options_put", "fw_ipset_list", "fw_ipset_create", "fw_ipset_get",
+    "fw_ipset_add", "fw_ipset_delete", "fw_ipset_remove",
 )
 #: operations that return a UPID (``fail_task`` / ``hang`` act on their task)
 TASK_OPS = ("clone", "config_post", "resize", "start", "shutdown", "stop", "destroy", "create",

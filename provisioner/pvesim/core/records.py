@@ -41,6 +41,16 @@ class BootInfo(TypedDict):
     user_data: str | None
 
 
+class IpsetRecord(TypedDict):
+    comment: str | None
+    entries: list[dict[str, Any]]  # {"cidr": str, "comment": str | None, "nomatch": int}
+
+
+class FirewallRecord(TypedDict):
+    options: dict[str, Any]
+    ipsets: dict[str, IpsetRecord]  # name -> set
+
+
 class VmRecord(TypedDict):
     vmid: int
     node: str
@@ -52,6 +62,7 @@ class VmRecord(TypedDict):
     guest: GuestBehaviour
     boot: BootInfo | None
     boots: NotRequired[int]
+    firewall: NotRequired[FirewallRecord]
 
 
 class TaskFault(TypedDict):
@@ -102,3 +113,5 @@ class SimState(TypedDict):
     faults: list[FaultRecord]
     next_fault_id: int
     pid_counter: int
+    #: what the token's role on its pool grants, when narrowed (core.permissions)
+    pool_privs: NotRequired[list[str]]

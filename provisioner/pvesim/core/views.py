@@ -122,5 +122,5 @@ def vm_view(vm: VmRecord) -> Entry:
         "description": c.get("description"), "smbios_uuid": smbios_uuid(c),
         "template": bool(c.get("template")), "uptime": uptime(vm),
         "guest": dict(vm["guest"]), "boot": vm.get("boot"), "boots": vm.get("boots", 0),
-        "config": config,
+        "config": config, "firewall": copy.deepcopy(vm.get("firewall")),
     }

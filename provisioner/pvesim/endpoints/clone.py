@@ -157,6 +157,9 @@ class Clones:
             raise TaskError(f"unable to create VM {action['newid']}: config file vanished")
         vm["config"] = copy.deepcopy(action["config"])
         vm["node"] = action["target"]
+        src = self.store.get_vm(action["vmid"])
+        if src is not None and "firewall" in src:  # PVE copies the source's .fw file
+            vm["firewall"] = copy.deepcopy(src["firewall"])
         if action["pool"]:
             vm["pool"] = action["pool"]
         task["log"].append("transferred 2.0 GiB of 2.0 GiB (100.00%)")

@@ -41,7 +41,7 @@ def test_a_clone_of_our_template_states_what_pve_means_by_its_unset_options() ->
     assert vm["initialization"]["datastore_id"] == "local-lvm"  # the template's drive
     device = vm["network_device"][0]
     assert (device["bridge"], device["model"], device["firewall"], device["vlan_id"]) == \
-        ("vmbr0", "virtio", False, 0)
+        ("vmbr0", "virtio", True, 0)  # the firewall is always on (tenant isolation)
     assert device["mac_address"] is None and device["enabled"] is None
 
 

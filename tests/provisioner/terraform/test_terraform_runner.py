@@ -14,6 +14,7 @@ import random
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -132,7 +133,9 @@ def test_init_apply_reapply_destroy_in_per_vm_dirs(tmp_path: Path,
     assert state_addresses(a) == [] and state_addresses(b) == ["terraform_data.vm"]
     moved = archive(a, 100)
     assert moved is not None and moved.parent.name == ".archive" and not a.exists()
-    assert (moved / "terraform.tfstate").exists()
+    assert not (moved / "terraform.tfstate").exists()  # scrubbed: only its summary is kept
+    summary = json.loads((moved / "state-summary.json").read_text())
+    assert summary["terraform.tfstate"]["resources"] == []
 
 
 @needs_terraform
@@ -284,3 +287,22 @@ def test_dir_lock_is_exclusive_and_fails_clearly(tmp_path: Path) -> None:
     assert info.value.retryable and "busy" in str(info.value)
     with other.dir_lock(directory):  # released with the holder
         pass
+
+
+@needs_terraform
+def test_what_terraform_writes_is_private_under_an_open_umask(tmp_path: Path,
+                                                              runner: TerraformRunner) -> None:
+    """The state repeats the user data; terraform runs under umask 077 whoever calls it."""
+    directory = vm_dir(tmp_path, "blockhost-3")
+    write_main(directory, data_doc({"cores": 1}))
+    old = os.umask(0)
+    try:
+        runner.ensure_init(directory)
+        runner.apply(directory)
+    finally:
+        os.umask(old)
+    written = [p for p in directory.rglob("*") if not p.is_symlink()]
+    assert any(p.name == "terraform.tfstate" for p in written)
+    loose = {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in written
+             if stat.S_IMODE(p.stat().st_mode) & 0o077}
+    assert loose == {}
