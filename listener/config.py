@@ -3,7 +3,7 @@
 Resolution order (later wins):
 1. model defaults;
 2. the reference system's ``db.yaml`` and ``web3-defaults.yaml`` beside the config file, when present;
-3. ``blockhost.yaml`` itself;
+3. ``blockhost.yaml`` itself (the reference's top-level keys mapped: listener.config_reference);
 4. environment variables ``BLOCKHOST_<SECTION>__<KEY>`` (``BLOCKHOST_SERVER_KEY_FILE`` for top-level keys).
 
 Unknown keys and bad values are rejected at start with the key path in a one-line message.
@@ -23,11 +23,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from listener.config_reference import legacy_overlay, map_reference_keys
 from listener.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/blockhost/blockhost.yaml")
 DEFAULT_BROKER_ALLOCATION = Path("/etc/blockhost/broker-allocation.json")
 ENV_PREFIX = "BLOCKHOST_"
+NO_SUBSCRIPTION_CONTRACT = (
+    "config error: chain.subscription_contract is not set, so there is no contract to follow; "
+    "set it to the BlockhostSubscriptions address (`blockhost init --deploy-contracts` or "
+    "`blockhost contracts deploy` prints it)")
 
 
 def _split_csv(value: Any) -> Any:
@@ -94,6 +99,11 @@ class ChainConfig(_Section):
         if isinstance(value, int) and value < 0:
             raise ValueError("must be >= 0, 'finalized' or 'safe'")
         return value
+
+    def no_subscription_contract(self) -> ConfigError:
+        """The error for following the contract without one: a typed check, not an
+        ``assert``, so it holds under ``python -O`` too."""
+        return ConfigError(NO_SUBSCRIPTION_CONTRACT)
 
 
 class SignerConfig(_Section):
@@ -344,49 +354,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def legacy_overlay(db_yaml: dict[str, Any] | None, web3_yaml: dict[str, Any] | None) -> dict[str, Any]:
-    """Map the reference system's db.yaml / web3-defaults.yaml keys onto our model."""
-    out: dict[str, Any] = {}
-    if db_yaml:
-        network: dict[str, Any] = {}
-        if isinstance(db_yaml.get("ip_pool"), dict):
-            network["ip_pool"] = {k: v for k, v in db_yaml["ip_pool"].items()
-                                  if k in {"network", "start", "end", "gateway"}}
-        if isinstance(db_yaml.get("ipv6_pool"), dict):
-            network["ipv6_pool"] = {k: v for k, v in db_yaml["ipv6_pool"].items()
-                                    if k in {"start", "end", "prefix", "gateway"}}
-        vmids = db_yaml.get("vmid_range") or db_yaml.get("vmid_pool")
-        if isinstance(vmids, dict):
-            network["vmid_range"] = {k: v for k, v in vmids.items() if k in {"start", "end"}}
-        if "bridge" in db_yaml:
-            network["bridge"] = db_yaml["bridge"]
-        if network:
-            out["network"] = network
-        if "gc_grace_days" in db_yaml:
-            out["gc"] = {"grace_days": db_yaml["gc_grace_days"]}
-        if "terraform_dir" in db_yaml:
-            out["proxmox"] = {"terraform_dir": db_yaml["terraform_dir"]}
-    if web3_yaml:
-        chain = web3_yaml.get("blockchain") or {}
-        if isinstance(chain, dict):
-            mapped: dict[str, Any] = {}
-            if chain.get("rpc_url"):
-                mapped["rpc_urls"] = [chain["rpc_url"]]
-            if chain.get("chain_id") is not None:
-                mapped["chain_id"] = chain["chain_id"]
-            if chain.get("nft_contract"):
-                mapped["nft_contract"] = chain["nft_contract"]
-            if mapped:
-                out["chain"] = mapped
-        deployer = web3_yaml.get("deployer") or {}
-        if isinstance(deployer, dict) and deployer.get("private_key_file"):
-            out["signer"] = {"private_key_file": deployer["private_key_file"]}
-        page = web3_yaml.get("signing_page") or {}
-        if isinstance(page, dict) and page.get("html_path"):
-            out["nft"] = {"signing_page_path": page["html_path"]}
-    return out
-
-
 def env_overlay(environ: Mapping[str, str]) -> dict[str, Any]:
     """``BLOCKHOST_SECTION__KEY=value`` → {"section": {"key": value}} (values parsed as YAML)."""
     out: dict[str, Any] = {}
@@ -467,11 +434,30 @@ def load_config(
         _read_yaml(legacy_db) if legacy_db.exists() else None,
         _read_yaml(legacy_web3) if legacy_web3.exists() else None,
     ))
-    raw = _deep_merge(raw, _read_yaml(path))
+    raw = _deep_merge(raw, map_reference_keys(_read_yaml(path), origin=str(path)))
     raw = _deep_merge(raw, env_overlay(env))
     if broker_allocation is not None:
         raw = apply_broker_allocation(raw, broker_allocation)
     return build_config(raw, origin=str(path))
+
+
+#: What a command cannot run without, though the model allows it unset (other commands
+#: do without): checked when the command loads its config, one line naming the key.
+REQUIRED_BY_COMMAND: dict[str, tuple[str, ...]] = dict.fromkeys(
+    ("listen", "replay", "reorg"), ("chain.rpc_urls", "chain.subscription_contract"))
+
+
+def require_for(command: str, config: Config) -> Config:
+    """``config`` when it has every key ``command`` needs; else ConfigError naming one."""
+    for path in REQUIRED_BY_COMMAND.get(command, ()):
+        section, _, key = path.partition(".")
+        if getattr(getattr(config, section), key):
+            continue
+        if path == "chain.subscription_contract":
+            raise ConfigError(f"`blockhost {command}`: {NO_SUBSCRIPTION_CONTRACT}")
+        raise ConfigError(f"`blockhost {command}`: config error: {path} is not set; set it "
+                          "(see PROJECT.yaml config_keys)")
+    return config
 
 
 def config_key_paths(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:

@@ -147,7 +147,8 @@ def accept_canonical(rpc: ChainSource, store: Store, chain: ChainConfig,
 def _canonical_logs(rpc: ChainSource, chain: ChainConfig,
                     fork: Fork) -> tuple[list[DecodedLog], str, int]:
     """The decoded logs of ancestor+1..confirmed head, and that head's hash and time."""
-    assert chain.subscription_contract is not None
+    if chain.subscription_contract is None:
+        raise chain.no_subscription_contract()
     first, last = fork.ancestor + 1, fork.confirmed_head
     if first > last:
         return [], fork.ancestor_hash, fork.ancestor_time

@@ -75,7 +75,8 @@ def replay(rpc: ChainSource, store: Store, chain: ChainConfig, from_block: int, 
            ) -> ReplayReport:
     """Re-fetch ``from_block..to_block`` in adaptive chunks (at most ``max_block_range``)
     and fill the gaps."""
-    assert chain.subscription_contract is not None
+    if chain.subscription_contract is None:
+        raise chain.no_subscription_contract()
     report = ReplayReport(from_block, to_block, dry_run)
     # The whole range is confirmed (checked by the caller): fetch ahead while journaling.
     prefetch = LogPrefetcher.for_listener(rpc, address=chain.subscription_contract,
@@ -94,7 +95,8 @@ def _replay_range(rpc: ChainSource, store: Store, chain: ChainConfig, prefetch: 
                   report: ReplayReport, start: int, to_block: int, *, dry_run: bool,
                   on_progress: Callable[[int, int], None]) -> int:
     """Fetch one served range from ``start``, fill its gaps; return the next start block."""
-    assert chain.subscription_contract is not None
+    if chain.subscription_contract is None:
+        raise chain.no_subscription_contract()
     batch = prefetch.fetch(start, to_block, confirmed=to_block)
     end = batch.to_block
     decoded = [decode_log(entry, contract=chain.subscription_contract) for entry in batch.logs]

@@ -145,7 +145,8 @@ def scan_once(rpc: ChainSource, store: Store, chain: ChainConfig,
     Pass the same ``controller`` on every call so what it learned about the provider's
     range limits survives between steps. With a ``prefetch`` (built on that controller),
     the next confirmed range is fetched while this one is decoded and journaled."""
-    assert chain.subscription_contract is not None
+    if chain.subscription_contract is None:
+        raise chain.no_subscription_contract()
     if prefetch is not None and controller is not None and controller is not prefetch.controller:
         raise ValueError("the prefetcher must share the scan's range controller")
     state = store.chain_state()
@@ -209,7 +210,8 @@ def _journal_next_range(rpc: ChainSource, store: Store, chain: ChainConfig,
                         *, from_block: int, head: int, confirmed: int,
                         promoted: int) -> ScanResult:
     """Fetch, decode and journal the range starting at ``from_block`` (one step)."""
-    assert chain.subscription_contract is not None
+    if chain.subscription_contract is None:
+        raise chain.no_subscription_contract()
     # One served eth_getLogs plus the end block's header from the same node; the controller
     # shrinks the span on providers' range/size refusals and grows it back slowly.
     if prefetch is not None:

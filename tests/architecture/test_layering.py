@@ -34,7 +34,8 @@ _EVERYWHERE = ["redact"]
 _ORDER = [
     ("redact", []),
     ("errors", []),
-    ("config", ["errors"]),
+    ("config_reference", ["errors"]),  # the reference system's keys, read by config
+    ("config", ["errors", "config_reference"]),
     ("crypto", ["errors"]),
     ("chain", ["errors", "config"]),
     ("writeback", ["errors", "config", "chain", "crypto"]),

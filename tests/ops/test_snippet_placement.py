@@ -36,7 +36,8 @@ def document(tmp_path: Path, sim: PveSim, **proxmox: Any) -> dict[str, Any]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return {
-        "chain": {"rpc_urls": [f"http://127.0.0.1:{port}"], "chain_id": 31337},
+        "chain": {"rpc_urls": [f"http://127.0.0.1:{port}"], "chain_id": 31337,
+                  "subscription_contract": "0x" + "11" * 20},
         "proxmox": {"api_url": sim.url, "token_id": sim.token_id,
                     "token_secret_file": str(token_file), "verify_ssl": str(sim.ca_path),
                     "snippets_dir": str(tmp_path / "snippets"), "cloudinit_storage": "local",

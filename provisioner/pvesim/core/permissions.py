@@ -1,12 +1,15 @@
 """The simulated ACL of the one API token, and PVE's root-only options.
 
 A non-root token holds PVEVMAdmin on ``/pool/<pool>`` (inherited by the pool's members),
-VM.Audit + VM.Clone on the template and Sys.Audit on ``/nodes``; root (and a simulator started
-without a pool) may do anything.
+VM.Audit + VM.Clone on the template, PVEDatastoreUser on ``/storage`` and Sys.Audit on
+``/nodes``; root (and a simulator started without a pool) may do anything. The state
+document's ``pool_privs`` (a list), when present, replaces what the token holds on its pool,
+as an operator who gave the token a smaller role would (edit the state file, restart).
 """
 
 from __future__ import annotations
 
+from provisioner.pvesim.core.privileges import DATASTORE_USER, TEMPLATE_PRIVS
 from provisioner.pvesim.core.records import Params, VmRecord
 from provisioner.pvesim.core.store import ClusterStore
 from provisioner.pvesim.errors import SimError
@@ -45,19 +48,26 @@ class Permissions:
         if parts[0] == "vms" and len(parts) == 2:
             return self._on_vm(parts[1], priv)
         if parts[0] == "pool" and len(parts) >= 2:
-            return "/".join(parts[1:]) == cfg.pool
+            return "/".join(parts[1:]) == cfg.pool and self._on_pool(priv)
         if parts[0] in ("nodes", ""):
             return priv == "Sys.Audit"
+        if parts[0] == "storage":
+            return priv in DATASTORE_USER
         return False
+
+    def _on_pool(self, priv: str) -> bool:
+        """What the token's role on its pool grants (every privilege unless narrowed)."""
+        narrowed = self.store.state.get("pool_privs")
+        return narrowed is None or priv in narrowed
 
     def _on_vm(self, vmid: str, priv: str) -> bool:
         vm = self.store.vms().get(vmid)
         if vm is None:
             return False
         if vm["pool"] == self.store.cfg.pool:
-            return True
+            return self._on_pool(priv)
         if vm["vmid"] == self.store.cfg.template_vmid:
-            return priv in ("VM.Audit", "VM.Clone")
+            return priv in TEMPLATE_PRIVS
         return False
 
     def check(self, token_id: str, path: str, priv: str) -> None:
