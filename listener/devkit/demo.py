@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from listener.config import load_config
 from listener.devkit.devenv import DevEnv, sim_vm, start_dev_env
 from listener.errors import UserError
+from listener.ops.web_server import start_pages
 from listener.userkit.subscriber import credentials, subscribe
 
 DEMO_DAYS = 3
@@ -59,6 +61,11 @@ def _story(env: DevEnv, timeline: Timeline) -> None:
 
     listener = env.start_listener()
     timeline.step(f"listener started (pid {listener.pid}, {CONFIRMATIONS} confirmations)")
+    pages = start_pages(load_config(env.config_path, environ={}, broker_allocation=None),
+                        "127.0.0.1:0")
+    env.stack.callback(pages.close)
+    timeline.step(f"signup page: {pages.url}signup.html (a wallet on chain 31337 with RPC "
+                  f"{env.anvil.url}; served until the demo ends)")
 
     result = subscribe(env.w3, user, subscription_contract=env.deployment["subscriptions"],
                        server_public_key=env.server_public_key, plan_id=1, days=DEMO_DAYS)

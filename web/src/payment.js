@@ -1,0 +1,25 @@
+// Approve exactly the price (never an unlimited allowance), only when the allowance is short.
+import { call, erc20, read } from "./contracts.js";
+import { sendAndWait } from "./wallet.js";
+import { step, txLine } from "./ui.js";
+
+export async function approveIfNeeded(config, coin, account, price) {
+  const [allowance] = await read(erc20, config.stablecoin, "allowance", [account, config.subscriptionContract]);
+  if (allowance >= price) return;
+  const done = step(`Approving ${coin.format(price)} for the subscription contract… confirm in your wallet`);
+  await sendAndWait({ from: account, ...call(erc20, config.stablecoin, "approve", [config.subscriptionContract, price]) },
+    "approval", (hash) => txLine("Approval transaction", hash)).catch((error) => {
+    done("Approval not given.");
+    throw error;
+  });
+  done(`Approved ${coin.format(price)}.`);
+}
+
+/** Whole days from the days field, or a sentence saying what is wrong with it. */
+export function chosenDays(input) {
+  const days = Number(input.value);
+  if (!Number.isInteger(days) || days < 1 || days > 36500) {
+    throw new Error("Days must be a whole number from 1 to 36500.");
+  }
+  return BigInt(days);
+}
