@@ -7,6 +7,7 @@ subscription), with its own SQLite connection and HTTP sessions.
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import threading
@@ -29,10 +30,12 @@ from listener.reconcile.observe import BUILT_STATES, facts_of, observe, subscrip
 from listener.reconcile.placement import place
 from listener.reconcile.progress import Progress, ProgressStore
 from listener.reconcile.reconciler import Reconciler, Services, due
+from listener.reconcile.recovery import repair_at_start
 from listener.reconcile.unserved import date_purchases, undated_unserved_purchases
 from listener.runtime import liveness
 from listener.runtime.instance_lock import InstanceLock
 from listener.runtime.observability import HealthState, Metrics, serve
+from listener.runtime.start_gate import StartGate, StartInterrupted, StartStep, interruptible
 from listener.writeback.tx_store import TxStore
 from provisioner.inventory import Inventory
 from provisioner.placement import PlacementLimiter, PlacementLimits
@@ -249,9 +252,32 @@ class Daemon:
         return result
 
     def run(self) -> int:
-        """Follow the chain until stopped, as the only listener of ``db.path``."""
-        with InstanceLock.held(self.config.db.path, "listen"):
-            return self._run()
+        """Follow the chain until stopped, as the only listener of ``db.path``. Under umask
+        077 (as the unit sets it, also when started by hand): whatever the daemon or its
+        children (terraform) create is private; the old umask is back once it returns."""
+        old_umask = os.umask(0o077)
+        try:
+            with InstanceLock.held(self.config.db.path, "listen"):
+                return self._run()
+        finally:
+            os.umask(old_umask)
+
+    def _bind_chain(self, rpc: RpcClient, store: Store) -> None:
+        self.chain_id = rpc.chain_id()
+        store.bind_chain(self.chain_id)
+
+    def _pass_start_gate(self, rpc: RpcClient, store: Store) -> bool:
+        """Chain id, services (bad keys / backend config fail here) and the start-up repair
+        (the database learns what Proxmox and the chain know, before anything is handed
+        out), retried through an outage; False when stopped first."""
+        steps = [StartStep("chain_id", "RPC", lambda: self._bind_chain(rpc, store)),
+                 StartStep("services", "Proxmox", self._services),
+                 StartStep("repair", "RPC", lambda: repair_at_start(self._services(), rpc))]
+        try:
+            with interruptible(self.stop):
+                return StartGate(self.health, self.stop_event).open(steps)
+        except StartInterrupted:
+            return False
 
     def _run(self) -> int:
         cfg = self.config
@@ -264,19 +290,23 @@ class Daemon:
         if cfg.chain.subscription_contract:
             self.prefetch = LogPrefetcher(rpc, address=cfg.chain.subscription_contract,
                                           controller=self.ranges)
-        self.chain_id = rpc.chain_id()
-        store.bind_chain(self.chain_id)
-        self._services()  # fail fast on bad keys / backend config, before "ready"
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+        # /healthz and READY first: an outage at start is waited out in the gate, visibly
         server = serve(cfg.metrics.listen, self.metrics, self.health) if cfg.metrics.listen else None
+        liveness.sd_notify("READY=1")
+        if not self._pass_start_gate(rpc, store):
+            log.info("daemon.stopping", inflight=0)
+            if server is not None:
+                server.shutdown()
+            store.close()
+            return 0
         self._resume_transactions()
         next_resume = time.monotonic() + TX_RESUME_INTERVAL
         next_dating = time.monotonic()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self.stop())
         log.info("daemon.started", cursor=store.chain_state().cursor,
                  start_block=cfg.chain.start_block, confirmations=cfg.chain.confirmations)
         self._start_heads()
-        liveness.sd_notify("READY=1")
         with (WalCheckpointer(cfg.db.path),
               ThreadPoolExecutor(max_workers=cfg.proxmox.max_parallel,
                                  thread_name_prefix="reconcile") as pool):

@@ -53,6 +53,9 @@ def test_an_rpc_outage_turns_health_red_and_the_watchdog_is_still_fed(env: DevEn
             assert notify.wait_for("READY=1", daemon), env.listener_log.read_text()[-2000:]
             url = env.observability_url()
             assert url is not None
+            # READY comes before the start gate; this outage is one of the running loop's
+            env.wait_for("the start gate to open", lambda: "start.gate_open" in
+                         env.listener_log.read_text(errors="replace"), listener=daemon)
 
             # the provider is down: every call of the chain loop and the minter gets a 503
             proxy.settings.fault_kinds = ("http_503",)
