@@ -18,16 +18,22 @@ from listener.cli import (
     contracts,
     demo,
     dlq,
+    doctor,
     gc,
+    import_reference,
+    init,
     keys,
     listen,
+    markers,
     mint,
+    recover,
     reorg,
     replay,
     status,
     template,
     user,
     vm,
+    web,
 )
 from listener.cli.output import PROG, failure_line, print_error
 from listener.cli.parser import build_parser
@@ -36,6 +42,7 @@ from listener.redact import redact
 from provisioner.errors import ProvisionerError
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": init.run,
     "listen": listen.run,
     "status": status.run,
     "keys": keys.run,
@@ -47,8 +54,13 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "gc": gc.run,
     "dlq": dlq.run,
     "backup": backup.run,
+    "doctor": doctor.run,
+    "recover": recover.run,
+    "import-reference": import_reference.run,
+    "markers": markers.run,
     "vm": vm.run,
     "template": template.run,
+    "web": web.run,
     "demo": demo.run,
 }
 

@@ -26,16 +26,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_group in (_add_listen, _add_status, _add_keys, _add_contracts, _add_user, _add_mint,
                       _add_replay, _add_reorg, _add_vm, _add_template, _add_gc, _add_dlq,
-                      _add_backup, _add_demo):
+                      _add_backup, _add_demo, _add_init,
+                      _add_web, _add_recover, _add_import_reference, _add_doctor, _add_markers):
         add_group(commands)
     return parser
 
 
 def config_from(args: argparse.Namespace) -> Config:
     """The configuration ``--config`` names (else $BLOCKHOST_CONFIG, else the default path)."""
-    from listener.config import load_config
+    from listener.config import load_config, require_for
 
-    return load_config(args.config)
+    return require_for(getattr(args, "command", ""), load_config(args.config))
+
+
+def _add_init(commands: Commands) -> None:
+    from listener.cli.init import add_arguments
+
+    add_arguments(commands.add_parser(
+        "init", help="first run: write blockhost.yaml, make the server key, check key files"))
 
 
 def _add_listen(commands: Commands) -> None:
@@ -56,7 +64,7 @@ def _add_keys(commands: Commands) -> None:
 
 
 def _add_contracts(commands: Commands) -> None:
-    contracts = commands.add_parser("contracts", help="deploy the contracts")
+    contracts = commands.add_parser("contracts", help="deploy the contracts, set the NFT page")
     actions = contracts.add_subparsers(dest="contracts_command", required=True,
                                        metavar="ACTION")
     deploy = actions.add_parser(
@@ -66,7 +74,16 @@ def _add_contracts(commands: Commands) -> None:
                         help="deployer key (hex, mode 0600); becomes the owner")
     deploy.add_argument("--stablecoin", default=None,
                         help="use this existing ERC20 as the payment token instead of a mock")
+    deploy.add_argument("--no-default-page", action="store_true",
+                        help="do not store the packaged credentials page as the NFT's default")
     deploy.add_argument("--json", action="store_true", help="print addresses as JSON")
+    set_page = actions.add_parser(
+        "set-page", help="replace the NFT's default credentials page, or turn it off (each "
+                         "part sent once through the transaction manager with the signer key)")
+    page = set_page.add_mutually_exclusive_group(required=True)
+    page.add_argument("--file", type=Path, help="the HTML page (at most 32 KiB)")
+    page.add_argument("--off", action="store_true", help="no default page")
+    set_page.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
 def _add_user(commands: Commands) -> None:
@@ -277,6 +294,63 @@ def _add_backup(commands: Commands) -> None:
                         help="with --dir: keep the newest N dated backups (default 14)")
     backup.add_argument("--force", action="store_true", help="overwrite an existing --out")
     backup.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def _block_number(text: str) -> int:
+    """``--from-block``: a block number (argparse turns the error into a usage line, exit 2)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a block number (0 or more)")
+    return int(text)
+
+
+def _add_import_reference(commands: Commands) -> None:
+    imp = commands.add_parser(
+        "import-reference", help="adopt the reference Blockhost system's VMs, addresses and "
+                                 "NFTs (no clone, no mint)")
+    imp.add_argument("--vms-json", type=Path, required=True,
+                     help="the reference's VM database (/var/lib/blockhost/vms.json)")
+    imp.add_argument("--config-dir", type=Path, default=Path("/etc/blockhost"),
+                     help="the reference's config directory, for its blockhost.yaml "
+                          "(default /etc/blockhost)")
+    imp.add_argument("--dry-run", action="store_true", help="show the matches, change nothing")
+    imp.add_argument("--from-block", type=_block_number, default=None,
+                     help="read the adopted subscriptions' events from this block (default: "
+                          "chain.start_block, 0 when unset)")
+    imp.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def _add_recover(commands: Commands) -> None:
+    recover = commands.add_parser(
+        "recover", help="rebuild what the database forgot (old backup, lost file) from Proxmox "
+                        "and the chain: adopt our VMs, record NFTs already minted")
+    recover.add_argument("--dry-run", action="store_true", help="show the repair, change nothing")
+    recover.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def _add_markers(commands: Commands) -> None:
+    markers = commands.add_parser("markers", help="the VMs' ownership markers")
+    actions = markers.add_subparsers(dest="markers_command", required=True, metavar="ACTION")
+    migrate = actions.add_parser(
+        "migrate", help="add our deployment id to VMs made before ids that our inventory knows")
+    migrate.add_argument("--dry-run", action="store_true", help="show the changes, make none")
+    migrate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def _add_web(commands: Commands) -> None:
+    web = commands.add_parser("web", help="the subscriber's signup, renew and credentials pages")
+    actions = web.add_subparsers(dest="web_command", required=True, metavar="ACTION")
+    serve = actions.add_parser("serve", help="serve the pages, their config.json and /status")
+    serve.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                       help="address to bind (default 127.0.0.1:8080)")
+    export = actions.add_parser("export", help="write the pages + config.json for any web server")
+    export.add_argument("--out", type=Path, required=True, help="directory to write into")
+
+
+def _add_doctor(commands: Commands) -> None:
+    doctor = commands.add_parser(
+        "doctor", help="check config, key files, chain, contracts, Proxmox and this host; "
+                       "exit 1 if anything fails")
+    doctor.add_argument("--json", action="store_true", help="a JSON list of checks on stdout")
 
 
 def _add_demo(commands: Commands) -> None:

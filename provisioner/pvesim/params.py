@@ -111,8 +111,14 @@ CONFIG_UPDATE_EXTRA: dict[str, P] = {
     "skiplock": SKIPLOCK,
 }
 
+#: PVE's userid (``user@realm``) or full token id (``user@realm!token``)
+USERID_PATTERN = r"[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+(?:![A-Za-z][A-Za-z0-9.\-_]+)?"
+
 ENDPOINTS: dict[tuple[str, str], dict[str, P]] = {
     ("GET", "/version"): {},
+    ("GET", "/access/permissions"): {
+        "path": P("string"),
+        "userid": P("string", pattern=USERID_PATTERN)},
     ("GET", "/nodes"): {},
     ("GET", "/cluster/resources"): {"type": P("string", enum=("vm", "storage", "node", "sdn"))},
     ("GET", "/cluster/nextid"): {"vmid": P("integer", minimum=100, maximum=999999999)},
@@ -120,6 +126,15 @@ ENDPOINTS: dict[tuple[str, str], dict[str, P]] = {
                         "type": P("string", enum=("qemu", "lxc", "storage"))},
     ("GET", "/pools/{poolid}"): {"poolid": P("string", optional=False, fmt="pve-poolid"),
                                  "type": P("string", enum=("qemu", "lxc", "storage"))},
+    ("PUT", "/pools/{poolid}"): {
+        "poolid": P("string", optional=False, fmt="pve-poolid"),
+        "comment": P("string"),
+        "vms": P("string", pattern=r"[,;\s]*[1-9]\d{2,8}(?:[,;\s]+[1-9]\d{2,8})*[,;\s]*"),
+        "storage": P("string", pattern=r"[,;\s]*[a-z][a-z0-9\-_.]*[a-z0-9]"
+                                       r"(?:[,;\s]+[a-z][a-z0-9\-_.]*[a-z0-9])*[,;\s]*"),
+        "delete": P("boolean"),
+        "allow-move": P("boolean"),
+    },
     ("GET", "/nodes/{node}/qemu"): {"node": NODE, "full": P("boolean")},
     ("POST", "/nodes/{node}/qemu"): {
         **CONFIG_KEYS, "node": NODE, "vmid": VMID,
@@ -185,3 +200,39 @@ ENDPOINTS: dict[tuple[str, str], dict[str, P]] = {
         "download": P("boolean"),
     },
 }
+
+_FW = "/nodes/{node}/qemu/{vmid}/firewall"
+_FW_DIGEST = P("string", max_length=64)
+_IPSET_NAME = P("string", optional=False, max_length=64, pattern=r"[A-Za-z][A-Za-z0-9\-_]+")
+_LOG_LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug", "nolog")
+_POLICIES = ("ACCEPT", "REJECT", "DROP")
+#: a VM's firewall: options and IP sets (the ``ipfilter-net0`` anti-spoofing set)
+ENDPOINTS.update({
+    ("GET", f"{_FW}/options"): {"node": NODE, "vmid": VMID},
+    ("PUT", f"{_FW}/options"): {
+        "node": NODE, "vmid": VMID, "delete": P("string", fmt="pve-configid-list"),
+        "digest": _FW_DIGEST, "dhcp": P("boolean"), "enable": P("boolean"),
+        "ipfilter": P("boolean"), "macfilter": P("boolean"), "ndp": P("boolean"),
+        "radv": P("boolean"), "log_level_in": P("string", enum=_LOG_LEVELS),
+        "log_level_out": P("string", enum=_LOG_LEVELS),
+        "policy_in": P("string", enum=_POLICIES), "policy_out": P("string", enum=_POLICIES),
+    },
+    ("GET", f"{_FW}/ipset"): {"node": NODE, "vmid": VMID},
+    ("POST", f"{_FW}/ipset"): {
+        "node": NODE, "vmid": VMID, "name": _IPSET_NAME, "comment": P("string"),
+        "digest": _FW_DIGEST,
+        "rename": P("string", max_length=64, pattern=r"[A-Za-z][A-Za-z0-9\-_]+"),
+    },
+    ("GET", f"{_FW}/ipset/{{name}}"): {"node": NODE, "vmid": VMID, "name": _IPSET_NAME},
+    ("POST", f"{_FW}/ipset/{{name}}"): {
+        "node": NODE, "vmid": VMID, "name": _IPSET_NAME,
+        "cidr": P("string", optional=False), "comment": P("string"), "nomatch": P("boolean"),
+    },
+    ("DELETE", f"{_FW}/ipset/{{name}}"): {
+        "node": NODE, "vmid": VMID, "name": _IPSET_NAME, "force": P("boolean"),
+    },
+    ("DELETE", f"{_FW}/ipset/{{name}}/{{cidr}}"): {
+        "node": NODE, "vmid": VMID, "name": _IPSET_NAME, "cidr": P("string", optional=False),
+        "digest": _FW_DIGEST,
+    },
+})

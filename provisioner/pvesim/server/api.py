@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from provisioner.pvesim.core.faults import TASK_OPS
 from provisioner.pvesim.core.records import FaultRecord, Params
+from provisioner.pvesim.endpoints.access import effective_permissions
 from provisioner.pvesim.errors import DropConnection, SimError
 from provisioner.pvesim.param_verify import ParamError, verify
 from provisioner.pvesim.server.auth import authenticate
@@ -55,11 +56,14 @@ _Handler = Callable[[Simulator, Call], object]
 
 HANDLERS: dict[str, _Handler] = {
     "version": lambda s, c: s.cluster.version(),
+    "access_permissions": lambda s, c: effective_permissions(s.perms, c.token_id,
+                                                             c.p.get("path"), c.p.get("userid")),
     "nodes": lambda s, c: s.cluster.nodes(),
     "cluster_resources": lambda s, c: s.cluster.cluster_resources(c.token_id, c.p.get("type")),
     "nextid": lambda s, c: s.cluster.nextid(c.p.get("vmid")),
     "pools": lambda s, c: s.pools.pools(c.token_id, c.p.get("poolid")),
     "pool": lambda s, c: s.pools.pool(c.token_id, c.p["poolid"]),
+    "pool_update": lambda s, c: s.pools.update(c.token_id, c.p["poolid"], c.p),
     "vm_list": lambda s, c: s.vm_reads.vm_list(c.token_id, c.node),
     "vm_index": lambda s, c: s.vm_reads.vm_index(c.token_id, c.node, c.vmid),
     "destroy": lambda s, c: s.destroys.destroy(c.token_id, c.node, c.vmid, c.p, c.fault),
@@ -78,6 +82,15 @@ HANDLERS: dict[str, _Handler] = {
                                            c.fault),
     "stop": lambda s, c: s.power.power(c.token_id, c.node, c.vmid, "stop", c.p, c.fault),
     "agent_ping": lambda s, c: s.vm_reads.agent_ping(c.token_id, c.node, c.vmid),
+    "fw_options_get": lambda s, c: s.firewalls.options_get(c.node, c.vmid),
+    "fw_options_put": lambda s, c: s.firewalls.options_put(c.node, c.vmid, c.p),
+    "fw_ipset_list": lambda s, c: s.firewalls.ipset_list(c.node, c.vmid),
+    "fw_ipset_create": lambda s, c: s.firewalls.ipset_create(c.node, c.vmid, c.p),
+    "fw_ipset_get": lambda s, c: s.firewalls.ipset_get(c.node, c.vmid, c.p["name"]),
+    "fw_ipset_add": lambda s, c: s.firewalls.ipset_add(c.node, c.vmid, c.p["name"], c.p),
+    "fw_ipset_delete": lambda s, c: s.firewalls.ipset_delete(c.node, c.vmid, c.p["name"], c.p),
+    "fw_ipset_remove": lambda s, c: s.firewalls.ipset_remove(c.node, c.vmid, c.p["name"],
+                                                             c.p),
     "task_status": lambda s, c: s.tasks.status(c.token_id, c.node, c.p["upid"]),
     "task_log": lambda s, c: s.tasks.log(c.token_id, c.node, c.p["upid"], c.p.get("start", 0),
                                          c.p.get("limit", 50)),

@@ -28,11 +28,13 @@ def _compile(template: str) -> re.Pattern[str]:
 
 ROUTE_TABLE: list[tuple[str, str, str]] = [
     ("GET", "/version", "version"),
+    ("GET", "/access/permissions", "access_permissions"),
     ("GET", "/nodes", "nodes"),
     ("GET", "/cluster/resources", "cluster_resources"),
     ("GET", "/cluster/nextid", "nextid"),
     ("GET", "/pools", "pools"),
     ("GET", "/pools/{poolid}", "pool"),
+    ("PUT", "/pools/{poolid}", "pool_update"),
     ("GET", "/nodes/{node}/qemu", "vm_list"),
     ("POST", "/nodes/{node}/qemu", "create"),
     ("POST", "/nodes/{node}/qemu/{vmid}/template", "template"),
@@ -48,6 +50,14 @@ ROUTE_TABLE: list[tuple[str, str, str]] = [
     ("POST", "/nodes/{node}/qemu/{vmid}/status/shutdown", "shutdown"),
     ("POST", "/nodes/{node}/qemu/{vmid}/status/stop", "stop"),
     ("POST", "/nodes/{node}/qemu/{vmid}/agent/ping", "agent_ping"),
+    ("GET", "/nodes/{node}/qemu/{vmid}/firewall/options", "fw_options_get"),
+    ("PUT", "/nodes/{node}/qemu/{vmid}/firewall/options", "fw_options_put"),
+    ("GET", "/nodes/{node}/qemu/{vmid}/firewall/ipset", "fw_ipset_list"),
+    ("POST", "/nodes/{node}/qemu/{vmid}/firewall/ipset", "fw_ipset_create"),
+    ("GET", "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}", "fw_ipset_get"),
+    ("POST", "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}", "fw_ipset_add"),
+    ("DELETE", "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}", "fw_ipset_delete"),
+    ("DELETE", "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}/{cidr}", "fw_ipset_remove"),
     ("GET", "/nodes/{node}/tasks/{upid}/status", "task_status"),
     ("GET", "/nodes/{node}/tasks/{upid}/log", "task_log"),
 ]
@@ -67,6 +77,14 @@ VM_PRIVS = {
     "shutdown": "VM.PowerMgmt",
     "stop": "VM.PowerMgmt",
     "agent_ping": "VM.GuestAgent.Audit",
+    "fw_options_get": "VM.Audit",
+    "fw_options_put": "VM.Config.Network",
+    "fw_ipset_list": "VM.Audit",
+    "fw_ipset_create": "VM.Config.Network",
+    "fw_ipset_get": "VM.Audit",
+    "fw_ipset_add": "VM.Config.Network",
+    "fw_ipset_delete": "VM.Config.Network",
+    "fw_ipset_remove": "VM.Config.Network",
 }
 
 
@@ -98,5 +116,7 @@ def check_permissions(perms: Permissions, token_id: str, route: Route,
         _check_allocate(perms, token_id, raw, "vmid")
     elif route.op == "pool":
         perms.check(token_id, f"/pool/{raw.get('poolid')}", "Pool.Audit")
+    elif route.op == "pool_update":
+        perms.check(token_id, f"/pool/{raw.get('poolid')}", "Pool.Allocate")
     elif route.op in VM_PRIVS:
         perms.check(token_id, f"/vms/{raw.get('vmid')}", VM_PRIVS[route.op])
