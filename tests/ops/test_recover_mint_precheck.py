@@ -122,3 +122,21 @@ def test_a_found_token_sealed_for_another_address_is_not_taken_as_sealed(
     no_signature = replace(order(1, secret), signature=None)
     assert lost.builder.mint(no_signature, elsewhere) == (token, False)
     assert lost.minter.total_supply() == 1
+
+
+def test_a_token_our_own_mint_for_another_key_made_is_never_taken(
+        anvil: Anvil, tmp_path: Path) -> None:
+    """Two legacy purchases of one wallet share the server's default publicSecret and are
+    provisioned side by side: while the first mint is sent but its outcome not yet stored,
+    the second's chain check must not take the first's token (found by test_lifecycle)."""
+    w3 = Web3(Web3.HTTPProvider(anvil.url))
+    deployment = deploy_all(w3, DEV_PRIVATE_KEYS[0], initial_plan=None)
+    w3.provider.make_request(RPCEndpoint("anvil_mine"), ["0x20"])
+    shared = "blockhost-access"                       # the legacy default, the same for both
+    h = host(tmp_path, "one", w3, deployment.nft)
+    first_token, _ = h.builder.mint(order(1, shared), paid(h, 1))
+    # The window between broadcast and the stored outcome: the request is ours, still open.
+    h.store.conn.execute("UPDATE tx_requests SET state = 'pending', result = NULL"
+                         " WHERE idempotency_key = 'mint:sub:1'")
+    second_token, _ = h.builder.mint(order(2, shared), paid(h, 2))
+    assert second_token != first_token and h.minter.total_supply() == 2
