@@ -29,6 +29,10 @@ DEV_PRIVATE_KEYS = (
     "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
 )
 
+#: Anvil's tenth default account, used only to hand out test stablecoin: never the operator's
+#: (the listener signs with that one, and two senders on one account race for nonces).
+FAUCET_PRIVATE_KEY = "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6"
+
 
 def _npm_anvil() -> str | None:
     """The pinned npm anvil in the nearest ``node_modules`` above this file or the working

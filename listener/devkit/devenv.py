@@ -28,7 +28,7 @@ from listener.chain.contracts import deploy_all, load_artifact, send_transaction
 from listener.chain.journal import Store
 from listener.config import load_config
 from listener.crypto.key_files import generate_key_file, public_key_hex
-from listener.devkit.devchain import DEV_PRIVATE_KEYS, Anvil, start_anvil
+from listener.devkit.devchain import DEV_PRIVATE_KEYS, FAUCET_PRIVATE_KEY, Anvil, start_anvil
 from listener.errors import UserError
 from listener.ops.status import snapshot
 from provisioner.inventory import Inventory
@@ -74,7 +74,8 @@ class DevEnv:
     def fund(self, account: LocalAccount, amount: int = 1_000 * 10**6) -> None:
         coin = self.w3.eth.contract(address=self.deployment["stablecoin"],
                                     abi=load_artifact("MockStablecoin")["abi"])
-        send_transaction(self.w3, self.user(0), coin.functions.mint(account.address, amount))
+        faucet: LocalAccount = Account.from_key(FAUCET_PRIVATE_KEY)  # not the listener's signer
+        send_transaction(self.w3, faucet, coin.functions.mint(account.address, amount))
 
     def start_listener(self) -> subprocess.Popen[bytes]:
         """Run the real daemon as its own process, logging to ``listener.log``."""
