@@ -16,6 +16,19 @@ from dataclasses import dataclass, fields
 
 from listener.reconcile.decide import SubscriptionState
 
+#: ``credentials_vm`` of an NFT found on chain (a restored or lost database) whose sealed
+#: details do not name the subscription's VM: never an inventory id, so it reads as stale.
+DETAILS_NAME_ANOTHER_VM = -1
+
+
+def sealed_for(record_id: int, *, names_it: bool, can_seal: bool) -> int | None:
+    """``credentials_vm`` after a mint or a token found on chain: the VM its details name,
+    DETAILS_NAME_ANOTHER_VM when they name another (and we hold the signature to re-seal),
+    None when nothing can be sealed."""
+    if names_it:
+        return record_id
+    return DETAILS_NAME_ANOTHER_VM if can_seal else None
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -29,7 +42,9 @@ class Progress:
     last_error: str | None = None
     #: Consecutive failed steps; reset when the subscription converges.
     attempts: int = 0
-    #: The inventory record whose address the NFT's sealed details name.
+    #: The inventory record whose address the NFT's sealed details name; None: nothing sealed
+    #: (see credential_note); DETAILS_NAME_ANOTHER_VM: a token found on chain that names
+    #: another address, so they are re-sealed for this VM.
     credentials_vm: int | None = None
 
     @classmethod

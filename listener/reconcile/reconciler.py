@@ -34,7 +34,7 @@ from listener.reconcile.observe import (
     vm_facts,
     vm_name,
 )
-from listener.reconcile.progress import Progress, ProgressStore
+from listener.reconcile.progress import Progress, ProgressStore, sealed_for
 from listener.reconcile.vm_builder import Deferred, MintOrder, VmBuilder, seal_details
 from listener.reconcile.vm_spec import vm_spec
 from listener.redact import redact
@@ -291,7 +291,7 @@ class Reconciler:
         token_id, sealed = self.builder.mint(order, record, hint="cannot mint")
         self.progress.save(sub.id, progress, replace(
             progress, token_id=token_id, nft_expires_at=sub.expires_at, credential_note=note,
-            credentials_vm=record.id if sealed else None))
+            credentials_vm=sealed_for(record.id, names_it=sealed, can_seal=signature is not None)))
 
     def _update_expiry(self, sub: Subscription, progress: Progress) -> None:
         assert progress.token_id is not None

@@ -22,7 +22,7 @@ from listener.chain.source import ChainSource
 from listener.crypto.errors import CryptoError
 from listener.crypto.user_secret import decrypt_user_encrypted
 from listener.reconcile.observe import subscription_state
-from listener.reconcile.progress import ProgressStore
+from listener.reconcile.progress import ProgressStore, sealed_for
 from listener.reconcile.reconciler import Services
 from listener.reconcile.recover_plan import (
     KnownVm,
@@ -235,8 +235,9 @@ def _find_tokens(services: Services, report: RecoverReport, *, dry_run: bool) ->
             continue
         before = every[sub.id]
         after = replace(before, token_id=token_id, nft_expires_at=nft_expires_at,
-                        credentials_vm=(record.id if names_record(signature, sealed, record)
-                                        else None))
+                        credentials_vm=sealed_for(
+                            record.id, names_it=names_record(signature, sealed, record),
+                            can_seal=signature is not None))
         if chain_time is not None:
             after = replace(after, state=subscription_state(
                 sub, after, services.inventory, chain_time, services.config.grace_seconds))
