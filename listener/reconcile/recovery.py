@@ -10,6 +10,7 @@ subscriptions' own. It releases nothing, and never mints, clones or stops anythi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -81,8 +82,10 @@ class RecoverReport:
         return out or ["the database agrees with Proxmox and the chain: nothing to repair"]
 
 
-def recover(services: Services, rpc: ChainSource | None, *, dry_run: bool) -> RecoverReport:
-    """Compare the database with Proxmox and the chain, and repair it unless ``dry_run``."""
+def recover(services: Services, rpc: ChainSource | None, *, dry_run: bool,
+            on_progress: Callable[[], None] = lambda: None) -> RecoverReport:
+    """Compare the database with Proxmox and the chain, and repair it unless ``dry_run``;
+    ``on_progress`` is called after each journaled range (the daemon feeds its watchdog)."""
     report = RecoverReport(dry_run=dry_run)
     inventory = services.inventory
     known = [known_of(r) for r in inventory.list()]
@@ -93,17 +96,19 @@ def recover(services: Services, rpc: ChainSource | None, *, dry_run: bool) -> Re
     adopted_subs = [a.vm.subscription_id for a in plan.adopt if a.vm.subscription_id is not None]
     journaled = {sub.id for sub in services.store.subscriptions()}
     if rpc is not None and needs_journal(adopted_subs, journaled):
-        report.journal = _catch_up(services, rpc, dry_run=dry_run)
+        report.journal = _catch_up(services, rpc, dry_run=dry_run, on_progress=on_progress)
     if services.minter is not None:
         _find_tokens(services, report, dry_run=dry_run)
         report.signer = _signer(services)
     return report
 
 
-def repair_at_start(services: Services, rpc: ChainSource) -> RecoverReport:
+def repair_at_start(services: Services, rpc: ChainSource,
+                    on_progress: Callable[[], None] = lambda: None) -> RecoverReport:
     """The daemon's start: the same repair as ``blockhost recover``, each finding logged.
-    It runs before anything is allocated or minted, so nothing is handed out twice."""
-    report = recover(services, rpc, dry_run=False)
+    It runs before anything is allocated or minted, so nothing is handed out twice; a long
+    catch-up (a lost database, an old start_block) calls ``on_progress`` per range."""
+    report = recover(services, rpc, dry_run=False, on_progress=on_progress)
     for line in report.lines():
         log.info("recover.finding", detail=line)
     return report
@@ -183,7 +188,8 @@ def _apply_vms(services: Services, plan: VmPlan) -> None:
 
 # -- chain ------------------------------------------------------------------------------------
 
-def _catch_up(services: Services, rpc: ChainSource, *, dry_run: bool) -> dict[str, Any]:
+def _catch_up(services: Services, rpc: ChainSource, *, dry_run: bool,
+              on_progress: Callable[[], None]) -> dict[str, Any]:
     """Journal the confirmed blocks above the cursor (the scanner finds them already there),
     so the adopted VMs' subscriptions are known before their NFTs are looked up."""
     chain = services.config.chain
@@ -192,7 +198,8 @@ def _catch_up(services: Services, rpc: ChainSource, *, dry_run: bool) -> dict[st
     last = confirmed_head(rpc, chain.confirmations, rpc.block_number())
     out: dict[str, Any] = {"from_block": first, "to_block": last}
     if last >= first and chain.subscription_contract and not dry_run:
-        out["added"] = replay(rpc, services.store, chain, first, last, dry_run=False).added
+        out["added"] = replay(rpc, services.store, chain, first, last, dry_run=False,
+                              on_progress=lambda _start, _end: on_progress()).added
     return out
 
 

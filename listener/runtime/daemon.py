@@ -272,7 +272,8 @@ class Daemon:
         out), retried through an outage; False when stopped first."""
         steps = [StartStep("chain_id", "RPC", lambda: self._bind_chain(rpc, store)),
                  StartStep("services", "Proxmox", self._services),
-                 StartStep("repair", "RPC", lambda: repair_at_start(self._services(), rpc))]
+                 StartStep("repair", "RPC", lambda: repair_at_start(
+                     self._services(), rpc, on_progress=liveness.feed_watchdog))]
         try:
             with interruptible(self.stop):
                 return StartGate(self.health, self.stop_event).open(steps)

@@ -165,3 +165,31 @@ def test_a_deleted_database_is_rebuilt_by_recover(env: DevEnv) -> None:
     expiries[third] = expiry(env, third)
     wait_served(env, expiries, listener)
     assert_one_of_everything(env, expiries)
+
+
+def test_the_catch_up_of_a_lost_database_reports_progress_per_range(env: DevEnv) -> None:
+    """The start-up repair journals every confirmed block above the cursor before it looks
+    up NFTs; on a lost database that can be long, so it reports each range (the daemon feeds
+    its watchdog there, and the start gate does not run under TimeoutStartSec)."""
+    from listener.chain.rpc import RpcClient
+    from listener.config import load_config
+    from listener.reconcile.recovery import recover
+    from listener.runtime.wiring import build_services
+
+    listener = env.start_listener()
+    first = buy(env, 1)
+    wait_served(env, {first: expiry(env, first)}, listener)
+    env.kill_listener(listener)
+    remove_database(env)
+
+    config = load_config(env.config_path, environ={}, broker_allocation=None)
+    services = build_services(config)
+    ranges: list[str] = []
+    try:
+        rpc = RpcClient(config.chain.rpc_urls, expected_chain_id=config.chain.chain_id)
+        services.store.bind_chain(rpc.chain_id())
+        report = recover(services, rpc, dry_run=False, on_progress=lambda: ranges.append("r"))
+    finally:
+        services.store.close()
+    assert report.journal and report.journal.get("added")
+    assert ranges  # called once per journaled range
