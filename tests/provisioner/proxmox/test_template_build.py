@@ -186,7 +186,7 @@ def test_cli_template_build_twice(sim: PveSim, tmp_path: Path,
     config.write_text(json.dumps({"proxmox": {
         "api_url": sim.url, "token_id": sim.token_id, "token_secret_file": str(secret),
         "verify_ssl": str(sim.ca_path), "template_vmid": 9100, "template_image": IMAGE,
-        "nodes": ["pve2"]}}))
+        "nodes": ["pve2"]}, "db": {"path": str(tmp_path / "blockhost.db")}}))  # never /var/lib
     assert main(["--config", str(config), "template", "build"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first == {"vmid": 9100, "node": "pve2", "action": "created"}
