@@ -22,6 +22,7 @@ from tests.web.browser import (
     fits_phone,
     require_browser,
     screenshot,
+    text_of,
     wait_ok,
     wait_until,
 )
@@ -110,6 +111,25 @@ def test_no_balance_is_refused_before_signing(dev_env: DevEnv, base: str) -> Non
         screenshot(driver, "error-no-balance")
         methods = driver.execute_script("return window.__wallet.methods")
         assert "personal_sign" not in methods and "eth_sendTransaction" not in methods
+
+
+def test_days_out_of_range_show_why_and_no_total(dev_env: DevEnv, base: str) -> None:
+    user = dev_env.user(2)
+    with browser(rpc_url=dev_env.anvil.url, account=user.address) as driver:
+        driver.get(base + "signup.html")
+        click(driver, "connect")
+        wait_ok(driver, "the plans", lambda: driver.find_element(By.ID, "plan").is_displayed())
+        wait_until("a total", lambda: text_of(driver, "total") not in ("", "–"))
+        days = driver.find_element(By.ID, "days")
+        days.clear()
+        days.send_keys("0")
+        message = wait_until("the days sentence", lambda: error_text(driver))
+        assert "Days must be a whole number from 1 to 36500" in message
+        assert text_of(driver, "total") == "–"
+        days.clear()
+        days.send_keys("3")
+        wait_until("the error to clear", lambda: not error_text(driver))
+        assert text_of(driver, "total") != "–"
 
 
 def test_purchase_that_would_revert(dev_env: DevEnv, base: str) -> None:

@@ -1,7 +1,7 @@
 // Approve exactly the price (never an unlimited allowance), only when the allowance is short.
 import { call, erc20, read } from "./contracts.js";
-import { sendAndWait } from "./wallet.js";
-import { step, txLine } from "./ui.js";
+import { explain, sendAndWait } from "./wallet.js";
+import { $, showError, step, txLine } from "./ui.js";
 
 export async function approveIfNeeded(config, coin, account, price) {
   const [allowance] = await read(erc20, config.stablecoin, "allowance", [account, config.subscriptionContract]);
@@ -22,4 +22,15 @@ export function chosenDays(input) {
     throw new Error("Days must be a whole number from 1 to 36500.");
   }
   return BigInt(days);
+}
+
+/** Show the price that `lookup` resolves in the total field, or why it could not be found. */
+export async function showTotal(coin, lookup) {
+  try {
+    $("total").textContent = coin.format(await lookup());
+    showError("");
+  } catch (error) {
+    $("total").textContent = "–";
+    showError(explain(error, "price lookup"));
+  }
 }

@@ -1,8 +1,8 @@
 // Renew: pick one of the wallet's subscriptions and pay for more days.
 import { PAYMENT_ID, call, findEvent, read, subscriptions } from "./contracts.js";
-import { approveIfNeeded, chosenDays } from "./payment.js";
-import { $, boot, clearSteps, connectOnChain, formatDate, onClick, requireBalance, showError, stablecoinInfo, step, txLine } from "./ui.js";
-import { explain, sendAndWait, UserFacingError } from "./wallet.js";
+import { approveIfNeeded, chosenDays, showTotal } from "./payment.js";
+import { $, boot, clearSteps, connectOnChain, formatDate, onClick, requireBalance, stablecoinInfo, step, txLine } from "./ui.js";
+import { sendAndWait, UserFacingError } from "./wallet.js";
 
 let account = null;
 let coin = null;
@@ -26,14 +26,8 @@ async function price(config) {
   return total;
 }
 
-async function showTotal(config) {
-  try {
-    $("total").textContent = coin.format(await price(config));
-    showError("");
-  } catch (error) {
-    $("total").textContent = "–";
-    showError(explain(error, "price lookup"));
-  }
+function showPrice(config) {
+  return showTotal(coin, () => price(config));
 }
 
 async function renew(config) {
@@ -65,9 +59,9 @@ boot(async (config) => {
     coin = await stablecoinInfo(config);
     await loadSubscriptions(config);
     $("order").hidden = false;
-    await showTotal(config);
+    await showPrice(config);
   }, "wallet connection");
-  $("subscription").addEventListener("change", () => showTotal(config));
-  $("days").addEventListener("input", () => showTotal(config));
+  $("subscription").addEventListener("change", () => showPrice(config));
+  $("days").addEventListener("input", () => showPrice(config));
   onClick($("renew"), () => renew(config), "renewal");
 });

@@ -1,8 +1,8 @@
 // Sign up: choose a plan and days, sign the public secret, encrypt it to the server, pay.
 import { PAYMENT_ID, call, findEvent, nft, read, subscriptions } from "./contracts.js";
 import { eciesEncrypt, makePublicSecret, toHex, userPlaintext } from "./crypto.js";
-import { approveIfNeeded, chosenDays } from "./payment.js";
-import { $, boot, clearSteps, connectOnChain, formatDate, onClick, requireBalance, showError, stablecoinInfo, step, txLine } from "./ui.js";
+import { approveIfNeeded, chosenDays, showTotal } from "./payment.js";
+import { $, boot, clearSteps, connectOnChain, formatDate, onClick, requireBalance, stablecoinInfo, step, txLine } from "./ui.js";
 import { explain, sendAndWait, signText, UserFacingError } from "./wallet.js";
 
 let account = null;
@@ -27,14 +27,8 @@ async function price(config) {
   return total;
 }
 
-async function showTotal(config) {
-  try {
-    $("total").textContent = coin.format(await price(config));
-    showError("");
-  } catch (error) {
-    $("total").textContent = "–";
-    showError(explain(error, "price lookup"));
-  }
+function showPrice(config) {
+  return showTotal(coin, () => price(config));
 }
 
 async function buy(config) {
@@ -99,9 +93,9 @@ boot(async (config) => {
     coin = await stablecoinInfo(config);
     await loadPlans(config);
     $("order").hidden = false;
-    await showTotal(config);
+    await showPrice(config);
   }, "wallet connection");
-  $("plan").addEventListener("change", () => showTotal(config));
-  $("days").addEventListener("input", () => showTotal(config));
+  $("plan").addEventListener("change", () => showPrice(config));
+  $("days").addEventListener("input", () => showPrice(config));
   onClick($("buy"), () => buy(config), "purchase");
 });
