@@ -112,20 +112,10 @@ class DevEnv:
         self.mine()
 
     def status(self) -> dict[str, Any]:
-        config = load_config(self.config_path, environ={}, broker_allocation=None)
-        store = Store.open(self.db_path)
-        try:
-            return snapshot(config, store, Inventory(store.conn))
-        finally:
-            store.close()
+        return status_of(self.config_path, self.db_path)
 
     def subscription(self, subscription_id: int) -> dict[str, Any] | None:
-        if not self.db_path.exists():
-            return None
-        for sub in self.status()["subscriptions"]:
-            if sub["id"] == subscription_id:
-                return cast(dict[str, Any], sub)
-        return None
+        return subscription_of(self.config_path, self.db_path, subscription_id)
 
     def db_rows(self, query: str) -> list[tuple[Any, ...]]:
         """Read-only query against the listener's database (for tests and the demo)."""
@@ -253,4 +243,25 @@ def sim_vm(sim: Any, vmid: int) -> dict[str, Any] | None:
     for entry in vms:
         if int(entry.get("vmid", -1)) == vmid:
             return cast(dict[str, Any], entry)
+    return None
+
+
+def status_of(config_path: Path, db_path: Path) -> dict[str, Any]:
+    """`blockhost status --json` of one deployment, read in-process (for tests and the demo)."""
+    config = load_config(config_path, environ={}, broker_allocation=None)
+    store = Store.open(db_path)
+    try:
+        return snapshot(config, store, Inventory(store.conn))
+    finally:
+        store.close()
+
+
+def subscription_of(config_path: Path, db_path: Path,
+                    subscription_id: int) -> dict[str, Any] | None:
+    """One subscription's row of `status_of`, or None before the database exists."""
+    if not db_path.exists():
+        return None
+    for sub in status_of(config_path, db_path)["subscriptions"]:
+        if sub["id"] == subscription_id:
+            return cast(dict[str, Any], sub)
     return None

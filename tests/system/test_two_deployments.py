@@ -20,13 +20,18 @@ import yaml
 from listener.chain.contracts import deploy_all
 from listener.chain.deployment import deployment_id
 from listener.chain.journal import Store
-from listener.config import load_config
 from listener.devkit.devchain import DEV_PRIVATE_KEYS
-from listener.devkit.devenv import CHAIN_ID, DevEnv, sim_vm, start_dev_env, write_secret_file
-from listener.ops.status import snapshot
+from listener.devkit.devenv import (
+    CHAIN_ID,
+    DevEnv,
+    sim_vm,
+    start_dev_env,
+    status_of,
+    subscription_of,
+    write_secret_file,
+)
 from listener.userkit.subscriber import subscribe
 from provisioner.backend import marker_for, parse_marker
-from provisioner.inventory import Inventory
 
 pytestmark = pytest.mark.slow
 
@@ -48,17 +53,10 @@ class Side:
         return deployment_id(CHAIN_ID, self.contracts["subscriptions"], self.contracts["nft"])
 
     def status(self) -> dict[str, Any]:
-        config = load_config(self.config_path, environ={}, broker_allocation=None)
-        store = Store.open(self.db_path)
-        try:
-            return snapshot(config, store, Inventory(store.conn))
-        finally:
-            store.close()
+        return status_of(self.config_path, self.db_path)
 
     def subscription(self, sub_id: int) -> dict[str, Any] | None:
-        if not self.db_path.exists():
-            return None
-        return next((s for s in self.status()["subscriptions"] if s["id"] == sub_id), None)
+        return subscription_of(self.config_path, self.db_path, sub_id)
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -220,7 +218,9 @@ def test_markers_migrate_adopts_only_what_our_inventory_knows(dev_env: DevEnv) -
     assert after["description"] == marker_for(sub_id, vm["name"], deployment=ours) + "\nnotes kept"
     assert sorted(after["tags"]) == sorted(made["tags"])
     foreign = sim_vm(env.sim, 100400)
-    assert foreign is not None and parse_marker(foreign["description"]).deployment is None
+    assert foreign is not None
+    foreign_marker = parse_marker(foreign["description"])
+    assert foreign_marker is not None and foreign_marker.deployment is None
 
     again = migrate()
     assert again[vm["vmid"]]["action"] == "already ours"
