@@ -8,8 +8,11 @@ from listener.cli.parser import config_from
 
 
 def run(args: argparse.Namespace) -> int:
-    from listener.ops.doctor.startup import checked_for_start
+    from functools import partial
+
+    from listener.ops.doctor.startup import checked_for_start, require_markers_migrated
     from listener.ops.snippet_placement import limit_placement_to_snippet_readers
     from listener.runtime.daemon import Daemon
 
-    return Daemon(limit_placement_to_snippet_readers(checked_for_start(config_from(args)))).run()
+    config = limit_placement_to_snippet_readers(checked_for_start(config_from(args)))
+    return Daemon(config, start_checks=[partial(require_markers_migrated, config)]).run()

@@ -12,8 +12,9 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 import structlog
 
@@ -59,10 +60,14 @@ class Daemon:
     """Owns the chain loop, the worker pool and shutdown."""
 
     def __init__(self, config: Config, *,
-                 services_factory: Callable[[Config], Services] | None = None) -> None:
+                 services_factory: Callable[[Config], Services] | None = None,
+                 start_checks: Sequence[Callable[[int | None], None]] = ()) -> None:
         from listener.runtime.wiring import build_services
 
         self.config = config
+        #: checks that need Proxmox, run in the start gate (given the chain id) before the
+        #: repair: one the pre-start check skipped for an outage is not skipped for good
+        self.start_checks = tuple(start_checks)
         self.chain_id: int | None = config.chain.chain_id
         # The chain id the RPC reports (set in run()) reaches the cloud-init CHAIN_ID variable.
         self._factory = services_factory or (
@@ -266,12 +271,17 @@ class Daemon:
         self.chain_id = rpc.chain_id()
         store.bind_chain(self.chain_id)
 
+    def _start_check(self, check: Callable[[int | None], None]) -> None:
+        check(self.chain_id)
+
     def _pass_start_gate(self, rpc: RpcClient, store: Store) -> bool:
         """Chain id, services (bad keys / backend config fail here) and the start-up repair
         (the database learns what Proxmox and the chain know, before anything is handed
         out), retried through an outage; False when stopped first."""
         steps = [StartStep("chain_id", "RPC", lambda: self._bind_chain(rpc, store)),
                  StartStep("services", "Proxmox", self._services),
+                 *[StartStep("start_check", "Proxmox", partial(self._start_check, check))
+                   for check in self.start_checks],
                  StartStep("repair", "RPC", lambda: repair_at_start(
                      self._services(), rpc, on_progress=liveness.feed_watchdog))]
         try:

@@ -259,3 +259,39 @@ def test_the_gate_retries_outages_and_raises_what_waiting_cannot_fix() -> None:
     assert not gate.open([StartStep("a", "RPC", flaky)])
     assert 1.0 <= backoff(1) <= 1.1 and 2.0 <= backoff(2) <= 2.2
     assert backoff(50) == 60.0
+
+
+def test_old_markers_found_once_proxmox_answers_exit_1(env: DevEnv, notify: Systemd) -> None:
+    """The upgrade day and an outage at once: Proxmox is down when `listen` starts, so its
+    pre-start markers check is skipped; the gate makes it once Proxmox answers, and stops."""
+    from listener.chain.deployment import deployment_id
+    from listener.devkit.devenv import CHAIN_ID, sim_vm
+    from tests.system.test_upgrade_markers import made_before_ids
+
+    sub_id = buy(env)
+    first = listen(env, notify)
+    served_exactly_once(env, sub_id, first)
+    vm = (env.subscription(sub_id) or {})["vm"]
+    first.terminate()
+    assert first.wait(timeout=30) == 0
+    made_before_ids(env, vm["vmid"],
+                    deployment_id(CHAIN_ID, env.deployment["subscriptions"], env.deployment["nft"]))
+    old = {k: v for k, v in (sim_vm(env.sim, vm["vmid"]) or {}).items() if k != "uptime"}
+    port = env.sim.port
+    env.sim.stop()
+
+    again = Systemd()
+    try:
+        process = listen(env, again)
+        waiting_for(env, "Proxmox", process)
+        env.sim = env.sim.restart(port=port)  # the same state: the old-marker VM is back
+        env.stack.callback(env.sim.stop)
+        assert process.wait(timeout=120) == 1
+    finally:
+        again.close()
+    refusal = [line for line in errors(env).splitlines() if line.startswith("✗ VMs awaiting")]
+    assert len(refusal) == 1 and f"VM {vm['vmid']}" in refusal[0], errors(env)[-2000:]
+    assert "run `blockhost markers migrate`" in refusal[0]
+    now = {k: v for k, v in (sim_vm(env.sim, vm["vmid"]) or {}).items() if k != "uptime"}
+    assert now == old  # nothing touched it meanwhile
+    assert env.status()["dead_letters"] == 0

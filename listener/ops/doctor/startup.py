@@ -112,11 +112,26 @@ def start_failures(config: Config) -> list[Check]:
     return checks + _markers_failures(config, w3)
 
 
+def refusal(failures: list[Check]) -> UserError:
+    """The one error `listen` stops with: a headline, then one ✗ line per failure."""
+    return UserError("\n".join([f"refusing to start: {len(failures)} start check(s) failed "
+                                "(`blockhost doctor` runs every check)",
+                                *failure_lines(failures)]))
+
+
 def checked_for_start(config: Config) -> Config:
     """``config`` when the fatal subset passes; else UserError with one ✗ line per failure."""
     failures = start_failures(config)
     if failures:
-        raise UserError("\n".join([f"refusing to start: {len(failures)} start check(s) failed "
-                                   "(`blockhost doctor` runs every check)",
-                                   *failure_lines(failures)]))
+        raise refusal(failures)
     return config
+
+
+def require_markers_migrated(config: Config, chain_id: int | None) -> None:
+    """The markers check again, inside the daemon's start gate: Proxmox may not have answered
+    the pre-start check. An outage raises as is (the gate waits it out); VMs of ours awaiting
+    `markers migrate` raise the same refusal as before the start (waiting cannot fix it)."""
+    found = old_markers(config, chain_id=chain_id, timeout=START_TIMEOUT)
+    failure = None if found is None else awaiting_failure(found)
+    if failure is not None:
+        raise refusal([failure])
