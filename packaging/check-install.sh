@@ -8,7 +8,7 @@ set -eu
 deb=$(realpath "$1")
 venv=/opt/venvs/blockhost-provisioner
 units="blockhost-listener.service blockhost-gc.service blockhost-gc.timer
-blockhost-backup.service blockhost-backup.timer"
+blockhost-backup.service blockhost-backup.timer blockhost-web.service"
 
 ok() { echo "ok: $*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }

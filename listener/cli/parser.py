@@ -342,6 +342,10 @@ def _add_web(commands: Commands) -> None:
     serve = actions.add_parser("serve", help="serve the pages, their config.json and /status")
     serve.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                        help="address to bind (default 127.0.0.1:8080)")
+    serve.add_argument("--tls-cert", type=Path, metavar="FILE",
+                       help="serve HTTPS with this PEM certificate (chain); needs --tls-key")
+    serve.add_argument("--tls-key", type=Path, metavar="FILE",
+                       help="the certificate's PEM private key (mode 0600)")
     export = actions.add_parser("export", help="write the pages + config.json for any web server")
     export.add_argument("--out", type=Path, required=True, help="directory to write into")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from listener.cli.output import print_error
 from listener.cli.parser import config_from
 
 
@@ -14,11 +15,18 @@ def run(args: argparse.Namespace) -> int:
 
 def cmd_web_serve(args: argparse.Namespace) -> int:
     from listener.ops.web_server import make_server
+    from listener.ops.web_tls import tls_context
 
-    server = make_server(config_from(args), args.listen)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print_error("--tls-cert and --tls-key go together: give both for HTTPS, or neither "
+                    "for plain HTTP (behind a TLS reverse proxy)")
+        return 2
+    config = config_from(args)
+    tls = None if args.tls_cert is None else tls_context(args.tls_cert, args.tls_key)
+    server = make_server(config, args.listen, tls)
     host, port = server.server_address[:2]
-    print(f"serving the signup page on http://{_url_host(str(host))}:{port}/signup.html "
-          "(renew.html, credentials.html beside it); Ctrl-C stops", flush=True)
+    print(f"serving the signup page on {server.scheme}://{_url_host(str(host))}:{port}"
+          "/signup.html (renew.html, credentials.html beside it); Ctrl-C stops", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from contextlib import closing
 from dataclasses import dataclass
@@ -70,10 +71,23 @@ def parse_listen(text: str) -> tuple[str, int]:
 class PageServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], config: Config, files: dict[str, bytes]):
+    def __init__(self, address: tuple[str, int], config: Config, files: dict[str, bytes],
+                 tls: ssl.SSLContext | None = None):
         self.config = config
         self.files = files
         super().__init__(address, _Handler)
+        self.scheme = "http"
+        if tls is not None:
+            # The handshake is made in the request's thread, under its timeout (see
+            # _Handler.setup): a client that never finishes it cannot hold up accept().
+            self.socket = tls.wrap_socket(self.socket, server_side=True,
+                                          do_handshake_on_connect=False)
+            self.scheme = "https"
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up, times out or speaks plain HTTP to the TLS port is not
+        our error: one debug line, not a traceback on stderr."""
+        log.debug("web request from %s failed", client_address, exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -81,6 +95,11 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = REQUEST_TIMEOUT
     server_version = "blockhost-web"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()  # the socket timeout first: it bounds the handshake too
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -124,13 +143,14 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("web request: " + format, *args)
 
 
-def make_server(config: Config, listen: str) -> PageServer:
-    """Bind the server (pages and config.json loaded once); UserError if the port is taken."""
+def make_server(config: Config, listen: str, tls: ssl.SSLContext | None = None) -> PageServer:
+    """Bind the server (pages and config.json loaded once), over HTTPS with ``tls``;
+    UserError if the port is taken."""
     files = read_pages()
     files["config.json"] = config_bytes(page_config(config, status_url=STATUS_PATH))
     host, port = parse_listen(listen)
     try:
-        return PageServer((host, port), config, files)
+        return PageServer((host, port), config, files, tls)
     except OSError as exc:
         raise UserError(f"cannot listen on {listen}: {exc.strerror}; pick another --listen "
                         "HOST:PORT") from None
@@ -162,4 +182,4 @@ def start_pages(config: Config, listen: str) -> RunningPages:
     server = make_server(config, listen)
     host, port = str(server.server_address[0]), int(server.server_address[1])
     shown = f"[{host}]" if ":" in host else host
-    return RunningPages(f"http://{shown}:{port}/", server, serve_in_thread(server))
+    return RunningPages(f"{server.scheme}://{shown}:{port}/", server, serve_in_thread(server))

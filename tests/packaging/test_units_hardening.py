@@ -19,7 +19,8 @@ import pytest
 from tests.support.paths import REPO_ROOT
 
 UNITS = REPO_ROOT / "systemd"
-SERVICES = ["blockhost-listener.service", "blockhost-gc.service", "blockhost-backup.service"]
+SERVICES = ["blockhost-listener.service", "blockhost-gc.service", "blockhost-backup.service",
+            "blockhost-web.service"]
 MAX_EXPOSURE = 2.5
 #: What only a long-running notify daemon has; every other [Service] line the GC unit shares.
 LISTENER_ONLY = {"Type", "NotifyAccess", "ExecStart", "WatchdogSec", "Restart", "RestartSec",

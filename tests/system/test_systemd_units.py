@@ -23,17 +23,53 @@ def read_unit(path: Path) -> configparser.ConfigParser:
     return parser
 
 
+def exec_argv(path: Path, environ: dict[str, str] | None = None) -> list[str]:
+    """ExecStart's argv as systemd expands it: the unit's Environment= lines (then
+    ``environ``, as EnvironmentFile= would) fill ``${VAR}`` as one word, ``$VAR`` as words."""
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("Environment="):
+            key, _, value = line.removeprefix("Environment=").partition("=")
+            env[key] = value
+    env.update(environ or {})
+    argv: list[str] = []
+    for word in shlex.split(read_unit(path)["Service"]["ExecStart"]):
+        if word.startswith("${") and word.endswith("}"):
+            argv.append(env[word[2:-1]])
+        elif word.startswith("$"):
+            argv.extend(env[word[1:]].split())
+        else:
+            argv.append(word)
+    return argv
+
+
 @pytest.mark.parametrize("name", ["blockhost-listener.service", "blockhost-gc.service",
-                                  "blockhost-backup.service"])
+                                  "blockhost-backup.service", "blockhost-web.service"])
 def test_exec_start_is_a_valid_blockhost_command(name: str) -> None:
     unit = read_unit(UNITS / name)
-    argv = shlex.split(unit["Service"]["ExecStart"])
+    argv = exec_argv(UNITS / name)
     assert argv[0].endswith("/bin/blockhost")
     build_parser().parse_args(argv[1:])  # exits 2 (fails the test) on an unknown command
     service = unit["Service"]
     assert service["User"] == "blockhost" and service["NoNewPrivileges"] == "yes"
     assert service["ProtectSystem"] == "strict" and service["UMask"] == "0077"
-    assert "BLOCKHOST_CONFIG" in service["Environment"]
+    # (configparser keeps only the last of repeated keys: read the lines)
+    assert "\nEnvironment=BLOCKHOST_CONFIG=/etc/blockhost/blockhost.yaml\n" in \
+        (UNITS / name).read_text()
+
+
+def test_web_unit_serves_loopback_http_unless_told_where_and_with_tls() -> None:
+    unit = UNITS / "blockhost-web.service"
+    plain = build_parser().parse_args(exec_argv(unit)[1:])
+    assert (plain.command, plain.web_command) == ("web", "serve")
+    assert plain.listen.startswith("127.0.0.1:") and plain.tls_cert is None
+    tls = build_parser().parse_args(exec_argv(unit, {
+        "BLOCKHOST_WEB_LISTEN": "0.0.0.0:8443",
+        "BLOCKHOST_WEB_TLS": "--tls-cert /etc/blockhost/web.crt --tls-key /etc/blockhost/web.key",
+    })[1:])
+    assert tls.listen == "0.0.0.0:8443" and str(tls.tls_key) == "/etc/blockhost/web.key"
+    service = read_unit(unit)["Service"]
+    assert service["Restart"] == "on-failure" and service["CapabilityBoundingSet"] == ""
 
 
 def test_listener_is_a_notify_service_with_a_watchdog() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,69 @@ def test_serve_command_runs_and_fails_in_one_line(dev_env: DevEnv) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _serve_https(cli: list[str], cert: Path, key: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([*cli, "--listen", "127.0.0.1:0", "--tls-cert", str(cert),
+                             "--tls-key", str(key)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_serve_over_https_with_the_operators_certificate(dev_env: DevEnv,
+                                                          tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key, ca_file = tmp_path / "web.crt", tmp_path / "web.key", tmp_path / "ca.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    cli = [sys.executable, "-m", "listener.cli", "--config", str(dev_env.config_path), "web",
+           "serve"]
+
+    def refused(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, "--listen", "127.0.0.1:0", *args], capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    half = refused("--tls-cert", str(cert))
+    assert half.returncode == 2 and "go together" in half.stderr and half.stderr.count("\n") == 1
+    key.chmod(0o644)
+    loose = refused("--tls-cert", str(cert), "--tls-key", str(key))
+    assert loose.returncode == 1 and f"chmod 600 {key}" in loose.stderr
+    key.chmod(0o600)
+    wrong = refused("--tls-cert", str(ca_file), "--tls-key", str(key))  # not the key's cert
+    assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1
+    assert "check that both are PEM" in wrong.stderr
+
+    process = _serve_https(cli, cert, key)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("serving the signup page on https://127.0.0.1:"), line
+        url = line.split()[5]
+        host, port = url.removeprefix("https://").split("/")[0].split(":")
+        # a client that connects and never says hello holds one thread, not the server
+        silent = socket.create_connection((host, int(port)), timeout=10)
+        page = requests.get(url, timeout=10, verify=str(ca_file))  # TLS verified against the CA
+        silent.close()
+        assert page.content == (pages_dir() / "signup.html").read_bytes()
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(url, timeout=10)  # an unknown CA is refused: the server is real TLS
+        # plain HTTP to the TLS port gets nowhere, and the server keeps serving
+        plain = http.client.HTTPConnection(host, int(port), timeout=10)
+        with pytest.raises((http.client.HTTPException, OSError)):
+            plain.request("GET", "/signup.html")
+            plain.getresponse()
+        plain.close()
+        context = ssl.create_default_context(cafile=str(ca_file))
+        old = http.client.HTTPSConnection(host, int(port), timeout=10, context=context)
+        old.request("GET", "/config.json")
+        assert old.getresponse().status == 200
+        old.close()
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert "Traceback" not in err, err[-2000:]
