@@ -79,6 +79,10 @@ class TenantFirewall:
             self.client.request("DELETE", f"{base}/ipset/{IPSET}", force=1)
             log.info("pve.firewall.removed", vmid=vmid, node=node)
 
+    def has_ipset(self, node: str, vmid: int) -> bool:
+        """Whether the VM has its IP set (a Terraform adoption imports it, not creates it)."""
+        return IPSET in self._ipset_names(self._base(node, vmid))
+
     def addresses(self, node: str, vmid: int) -> set[str]:
         """The entries of the VM's IP set (empty when it has none)."""
         base = self._base(node, vmid)

@@ -32,6 +32,8 @@ from provisioner.backend import (
 )
 from provisioner.errors import Locked, NotFound, OwnershipMismatch, Transient, VmidTaken
 from provisioner.proxmox.backend import ProxmoxAPIBackend
+from provisioner.proxmox.firewall import TenantFirewall
+from provisioner.terraform.firewall_blocks import IPSET_ADDRESS
 from provisioner.terraform.inherit import Inherited, inherited_from
 from provisioner.terraform.layout import archive, scrub_archives, vm_dir, write_main
 from provisioner.terraform.render import (
@@ -122,10 +124,17 @@ class TerraformBackend:
     # ------------------------------------------------------------------ VMBackend
 
     def render(self, spec: VMSpec, *, inherited: Inherited, adopt: bool = False,
-               started: bool = True, template_node: str | None = None) -> dict[str, Any]:
+               started: bool = True, template_node: str | None = None,
+               adopt_ipset: bool = False) -> dict[str, Any]:
         """The document ``create`` would write (no I/O)."""
         return render_vm(spec, self.settings, inherited=inherited, started=started,
-                         adopt=adopt, template_node=template_node)
+                         adopt=adopt, template_node=template_node, adopt_ipset=adopt_ipset)
+
+    def ipset_to_import(self, directory: Path, node: str, vmid: int) -> bool:
+        """Whether the VM's IP set exists in PVE but not in ``directory``'s state: a VM made
+        by the API backend, or adopted after its state was lost, already has one."""
+        return (IPSET_ADDRESS not in state_addresses(directory)
+                and TenantFirewall(self.api).has_ipset(node, vmid))
 
     def create(self, spec: VMSpec) -> VMRef:
         if spec.pool != self.pool:
@@ -145,7 +154,10 @@ class TerraformBackend:
                 if adopt:
                     blog.info("tf.create.adopt", node=existing.node)
             spec, kept, template_node = self._source(spec, existing)
-            doc = self.render(spec, inherited=kept, adopt=adopt, template_node=template_node)
+            adopt_ipset = existing is not None and self.ipset_to_import(directory, spec.node,
+                                                                         spec.vmid)
+            doc = self.render(spec, inherited=kept, adopt=adopt, template_node=template_node,
+                              adopt_ipset=adopt_ipset)
             self.write(directory, doc)
             self._apply_create(directory, spec, unseen=existing is None and not in_state)
         vm = self.api.status(ref)

@@ -62,7 +62,8 @@ def export_vm(backend: TerraformBackend, spec: VMSpec, ref: VMRef, *,
     directory = Path(out_dir) if out_dir is not None else backend.directory(spec.name)
     adopt = VM_ADDRESS not in state_addresses(directory)
     doc = backend.render(spec, inherited=kept, adopt=adopt, started=vm.power == "running",
-                         template_node=template_node)
+                         template_node=template_node,
+                         adopt_ipset=backend.ipset_to_import(directory, vm.node, vm.vmid))
     backend.write(directory, doc)
     log.info("tf.export.done", vmid=vm.vmid, dir=str(directory), adopt=adopt)
     return directory

@@ -27,6 +27,11 @@ OPTIONS: dict[str, Any] = {"enabled": True, "ipfilter": True, "macfilter": True,
                            "output_policy": "ACCEPT"}
 
 
+def ipset_import_id(node: str, vmid: int) -> str:
+    """bpg's import id for a VM's IP set (firewall/ipset.go): ``vm/<node>/<vmid>/<name>``."""
+    return f"vm/{node}/{vmid}/{IPSET}"
+
+
 def firewall_resources(spec: VMSpec, vm_address: str) -> dict[str, Any]:
     """The two resources, keyed by resource type; ``vm_address`` is the VM they depend on.
     Returned as plain values: the caller wraps the ``depends_on`` addresses as expressions."""

@@ -273,7 +273,7 @@ def _firewall(spec: VMSpec) -> dict[str, Any]:
 
 def render_vm(spec: VMSpec, settings: RenderSettings, *, inherited: Inherited,
               started: bool = True, template_node: str | None = None,
-              adopt: bool = False) -> dict[str, Any]:
+              adopt: bool = False, adopt_ipset: bool = False) -> dict[str, Any]:
     """The full, escaped Terraform JSON document for one VM (a pure function).
 
     ``inherited`` is what the VM keeps from its source: the template for a clone, the VM
@@ -282,6 +282,8 @@ def render_vm(spec: VMSpec, settings: RenderSettings, *, inherited: Inherited,
     ``template_node`` is where the template lives when it differs from ``spec.node``.
     ``adopt`` adds an ``import`` block so an existing VM is adopted into the state instead of
     cloned again (``clone`` is in ``ignore_changes``, so adoption never forces a re-create).
+    ``adopt_ipset`` imports the VM's existing ``ipfilter-net0`` IP set the same way (creating
+    it again would fail with "already exists"); entries that differ then replace the set.
     """
     validate_spec(spec, settings)
     check_inherited(spec, inherited)
@@ -293,9 +295,14 @@ def render_vm(spec: VMSpec, settings: RenderSettings, *, inherited: Inherited,
                                                     started=started, clone=clone)}
     resources.update(_firewall(spec))
     doc = _document(settings, resources)
+    imports = []
     if adopt:
-        doc["import"] = [{"to": Expr(VM_ADDRESS),
-                          "id": import_id(spec.node, spec.vmid)}]
+        imports.append({"to": Expr(VM_ADDRESS), "id": import_id(spec.node, spec.vmid)})
+    if adopt_ipset:
+        imports.append({"to": Expr(firewall_blocks.IPSET_ADDRESS),
+                        "id": firewall_blocks.ipset_import_id(spec.node, spec.vmid)})
+    if imports:
+        doc["import"] = imports
     escaped: dict[str, Any] = escape_document(doc)
     return escaped
 

@@ -23,9 +23,11 @@ import yaml
 from provisioner.backend import VMBackend, VMSpec, marker_for
 from provisioner.errors import AlreadyExists, NotFound, OwnershipMismatch
 from provisioner.proxmox.backend import ProxmoxAPIBackend
+from provisioner.proxmox.firewall import TenantFirewall
 from provisioner.pvesim.launcher import PveSim
 from provisioner.terraform.backend import TerraformBackend, build_terraform_backend
 from provisioner.terraform.export import export_vm
+from provisioner.terraform.firewall_blocks import IPSET_ADDRESS
 from provisioner.terraform.inherit import disk_gb
 from provisioner.terraform.render import MAIN_FILE, VM_RESOURCE
 from provisioner.terraform.runner import TerraformError, TerraformNotInstalled
@@ -102,6 +104,27 @@ def test_create_renders_the_directory_then_needs_terraform(backend: TerraformBac
     assert sim.vm(201) is None
 
 
+def test_create_adopts_a_vm_the_state_forgot_with_its_ipset(api: ProxmoxAPIBackend,
+                                                            backend: TerraformBackend,
+                                                            sim: PveSim) -> None:
+    """The restore day under Terraform: our VM exists (with its firewall) and the state is
+    gone; the rendered directory imports both the VM and its IP set."""
+    ref = api.create(make_spec(vmid=212, user_data=None))
+    assert TenantFirewall(api).has_ipset(ref.node, 212)
+    with pytest.raises(TerraformNotInstalled):
+        backend.create(make_spec(vmid=212, user_data=None))
+    doc = json.loads((backend.directory("blockhost-42") / MAIN_FILE).read_text())
+    assert validate(doc) == []
+    assert doc["import"] == [{"to": f"{VM_RESOURCE}.vm", "id": f"{ref.node}/212"},
+                             {"to": IPSET_ADDRESS, "id": f"vm/{ref.node}/212/ipfilter-net0"}]
+    TenantFirewall(api).remove(ref.node, 212)  # a VM from before the firewall: nothing to import
+    with pytest.raises(TerraformNotInstalled):
+        backend.create(make_spec(vmid=212, user_data=None))
+    doc = json.loads((backend.directory("blockhost-42") / MAIN_FILE).read_text())
+    assert doc["import"] == [{"to": f"{VM_RESOURCE}.vm", "id": f"{ref.node}/212"}]
+    assert IPSET_ADDRESS.split(".")[0] in doc["resource"]  # created by the apply instead
+
+
 def test_destroy_refuses_a_vm_whose_markers_do_not_match(sim: PveSim, api: ProxmoxAPIBackend,
                                                          backend: TerraformBackend) -> None:
     ref = api.create(make_spec(vmid=202, user_data=None))
@@ -137,7 +160,9 @@ def test_export_writes_an_adoptable_directory_from_the_live_vm(api: ProxmoxAPIBa
     doc = json.loads((directory / MAIN_FILE).read_text())
     assert validate(doc) == []
     vm = doc["resource"][VM_RESOURCE]["vm"]
-    assert doc["import"] == [{"to": f"{VM_RESOURCE}.vm", "id": f"{ref.node}/205"}]
+    # made by the API backend, it has its IP set: imported too, never created again
+    assert doc["import"] == [{"to": f"{VM_RESOURCE}.vm", "id": f"{ref.node}/205"},
+                             {"to": IPSET_ADDRESS, "id": f"vm/{ref.node}/205/ipfilter-net0"}]
     assert (vm["cpu"]["cores"], vm["memory"]["dedicated"]) == (3, 1024)  # live, not stale
     assert vm["node_name"] == ref.node and vm["started"] is True
     assert vm["disk"][0]["size"] >= 12

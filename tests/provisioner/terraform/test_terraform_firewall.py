@@ -58,3 +58,24 @@ def test_the_schema_catches_a_wrong_firewall_value() -> None:
         ipset, options = firewall_of(bad)
         mutate(options, ipset)
         assert validate(bad)
+
+
+def test_an_adoption_imports_the_existing_ipset_instead_of_creating_it() -> None:
+    """bpg's ipset Importer takes ``vm/<node>/<vmid>/<name>``; creating a set PVE already has
+    fails the apply with "already exists", so an adopted VM's set is imported beside it."""
+    doc = render_vm(make_spec(), SETTINGS, inherited=TEMPLATE, adopt=True, adopt_ipset=True)
+    assert doc["import"] == [{"to": VM_ADDRESS, "id": "pve1/4200"},
+                             {"to": IPSET_ADDRESS, "id": "vm/pve1/4200/ipfilter-net0"}]
+    assert validate(doc) == []
+    alone = render_vm(make_spec(), SETTINGS, inherited=TEMPLATE, adopt_ipset=True)
+    assert alone["import"] == [{"to": IPSET_ADDRESS, "id": "vm/pve1/4200/ipfilter-net0"}]
+    assert validate(alone) == []
+    for bad in ({"to": IPSET_ADDRESS, "id": "vm/pve1/4200/ipfilter-net1"},
+                {"to": IPSET_ADDRESS, "id": "pve1/4200"},
+                {"to": VM_ADDRESS, "id": "vm/pve1/4200/ipfilter-net0"}):
+        wrong = copy.deepcopy(doc)
+        wrong["import"][1] = bad
+        assert validate(wrong), bad
+    twice = copy.deepcopy(doc)
+    twice["import"][0] = twice["import"][1]
+    assert validate(twice)  # the same import twice

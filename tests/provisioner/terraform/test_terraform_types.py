@@ -59,6 +59,8 @@ def rendered_variants() -> dict[str, dict[str, Any]]:
         "clone_of_tuned_template": render_vm(spec, SETTINGS, inherited=TUNED),
         "linked_clone": render_vm(replace(spec, full_clone=False), SETTINGS, inherited=TUNED),
         "adopt": render_vm(spec, SETTINGS, inherited=LIVE, adopt=True),
+        "adopt_with_ipset": render_vm(spec, SETTINGS, inherited=LIVE, adopt=True,
+                                      adopt_ipset=True),
         "user_account": render_vm(replace(spec, user_data=None), SETTINGS, inherited=TEMPLATE),
     }
 
