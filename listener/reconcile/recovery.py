@@ -258,5 +258,5 @@ def _signer(services: Services) -> str:
     assert minter is not None
     txm = minter.txm
     stored = txm.store.stored_nonces(txm.sender)
-    return signer_note(txm._nonce("latest"), max(stored) if stored else None,
+    return signer_note(txm.chain.nonce("latest"), max(stored) if stored else None,
                        len(txm.store.open_requests(txm.sender)))

@@ -177,7 +177,7 @@ class NftMinter:
         ``from_block`` on, oldest first (ranges of RESOLVE_LOG_RANGE blocks: providers cap
         eth_getLogs)."""
         recipient_topic = "0x" + "00" * 12 + bytes(HexBytes(to)).hex()
-        head = self.txm._head()
+        head = self.txm.chain.head()
         start = max(0, from_block)
         while start <= head:
             end = min(head, start + RESOLVE_LOG_RANGE - 1)

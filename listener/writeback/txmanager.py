@@ -23,13 +23,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.types import Wei
 
 from listener.chain.contracts import describe_revert
@@ -42,6 +42,7 @@ from listener.writeback.send_errors import (
     rpc_message,
     short_message,
 )
+from listener.writeback.signer_view import SignerView
 from listener.writeback.tx_errors import (
     WOULD_FAIL,
     SignerUnhealthy,
@@ -117,49 +118,17 @@ class TxManager:
 
     # -- chain reads -----------------------------------------------------------------------
 
-    def _head(self) -> int:
-        return int(self.w3.eth.block_number)
-
-    def _base_fee(self) -> int:
-        return int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
-
-    def _nonce(self, tag: Literal["pending", "latest"]) -> int:
-        return int(self.w3.eth.get_transaction_count(self.sender, tag))
+    @property
+    def chain(self) -> SignerView:
+        """What the chain says about our transactions (canonical receipts only), read over
+        the current ``w3`` at the current confirmation policy."""
+        return SignerView(self.w3, self.sender, self.confirmations)
 
     def _chain(self) -> int:
         """The chain id we sign for (see :mod:`tx_signing`); the node is asked once."""
         if self._agreed is None:
             self._agreed = agreed_chain_id(self.w3, self._chain_id)
         return self._agreed
-
-    def _is_confirmed(self, block_number: int, head: int) -> bool:
-        if isinstance(self.confirmations, str):
-            tagged = self.w3.eth.get_block(self.confirmations)  # type: ignore[arg-type]  # "safe"/"finalized"
-            return int(tagged["number"]) >= block_number
-        return block_number <= head - self.confirmations
-
-    def _receipt(self, tx_hash: str) -> dict[str, Any] | None:
-        try:
-            receipt = self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
-        except TransactionNotFound:
-            return None
-        if receipt is None or receipt.get("blockNumber") is None:
-            return None
-        # A node can serve a receipt from a block it has since reorged away: trust it only if
-        # the block at that height is still the one the receipt names.
-        try:
-            block = self.w3.eth.get_block(int(receipt["blockNumber"]))
-        except BlockNotFound:  # a load balancer's backend behind the one that had the receipt
-            return None
-        if HexBytes(block["hash"]) != HexBytes(receipt["blockHash"]):
-            return None
-        return dict(receipt)
-
-    def _known_to_node(self, tx_hash: str) -> bool:
-        try:
-            return self.w3.eth.get_transaction(HexBytes(tx_hash)) is not None
-        except TransactionNotFound:
-            return False
 
     # -- signing ---------------------------------------------------------------------------
 
@@ -194,7 +163,7 @@ class TxManager:
                               gas=gas, fees=fees)
 
     def _initial_fees(self) -> Fees:
-        base = self._base_fee()
+        base = self.chain.base_fee()
         fees = self.fees.initial(base)
         if fees is None:
             message = (f"base fee {base} wei is at or above the cap signer.max_fee_gwei "
@@ -214,8 +183,8 @@ class TxManager:
         # RPC reads happen outside the SQLite write lock; nonce choice happens inside it.
         gas = self._estimate_gas(call, kind)
         fees = self._initial_fees()
-        head = self._head()
-        chain_nonce = self._nonce("pending")
+        head = self.chain.head()
+        chain_nonce = self.chain.nonce("pending")
         with self.lock:
             request, created = self.store.create(
                 key=key, kind=kind, subscription_id=subscription_id, sender=self.sender,
@@ -263,9 +232,9 @@ class TxManager:
             raise TxFailed(f"{request.kind} transaction {request.tx_hash} reverted on chain "
                            f"({request.error}); fix the cause, then retry it")
         attempts = self.store.attempts(request.id, nonce=request.nonce)
-        head = self._head()
+        head = self.chain.head()
         for attempt in reversed(attempts):
-            receipt = self._receipt(attempt.tx_hash)
+            receipt = self.chain.receipt(attempt.tx_hash)
             if receipt is not None:
                 return self._on_receipt(request, attempt, receipt, head, parse)
         if request.state == "mined":
@@ -274,12 +243,12 @@ class TxManager:
             self.store.incr("reorged_out")
             self.store.set_state(request.id, "pending")
             request = self.store.by_id(request.id)
-        if self._nonce("latest") > request.nonce:
+        if self.chain.nonce("latest") > request.nonce:
             return self._nonce_consumed(request, attempts, head, parse, resolve)
         stale = head - attempts[-1].signed_block >= self.bump_after_blocks
         if stale and self._fill_gaps(request.nonce):
             stale = False  # a gap below us, not our fee, was what held us up
-        if not any(self._known_to_node(a.tx_hash) for a in attempts):
+        if not any(self.chain.known_to_node(a.tx_hash) for a in attempts):
             # Not in the node's pool: re-send the stored bytes. A node that refuses them as
             # too cheap (base fee rose; it may even have evicted them) gets a bump once stale.
             if self._rebroadcast(request, attempts) is SendOutcome.UNDERPRICED and stale:
@@ -301,7 +270,7 @@ class TxManager:
                 self.poll(request.idempotency_key, lambda _receipt: {})
                 continue
             attempts = self.store.attempts(request.id, nonce=request.nonce)
-            if attempts and not any(self._known_to_node(a.tx_hash) for a in attempts):
+            if attempts and not any(self.chain.known_to_node(a.tx_hash) for a in attempts):
                 self._rebroadcast(request, attempts)
         return len(self.store.open_requests(self.sender))
 
@@ -317,7 +286,7 @@ class TxManager:
                     head: int, parse: Parse) -> PollResult:
         number = int(receipt["blockNumber"])
         block_hash = "0x" + bytes(HexBytes(receipt["blockHash"])).hex()
-        if not self._is_confirmed(number, head):
+        if not self.chain.is_confirmed(number, head):
             if request.state != "mined" or request.block_hash != block_hash:
                 self.store.set_state(request.id, "mined", tx_hash=attempt.tx_hash,
                                      block_number=number, block_hash=block_hash)
@@ -343,7 +312,7 @@ class TxManager:
                         parse: Parse, resolve: Resolve | None) -> PollResult:
         """Our nonce is used but no attempt of ours has a receipt: read the chain, decide."""
         for attempt in reversed(attempts):
-            receipt = self._receipt(attempt.tx_hash)  # mined between our two reads?
+            receipt = self.chain.receipt(attempt.tx_hash)  # mined between our two reads?
             if receipt is not None:
                 return self._on_receipt(request, attempt, receipt, head, parse)
         if request.kind == "gapfill":  # someone else's transaction filled it: fine
@@ -362,8 +331,8 @@ class TxManager:
             log.debug("tx.receipt_not_visible", request_key=request.idempotency_key,
                       nonce=request.nonce, ours=user is not None)
             return False  # ours (its receipt will come) or not readable yet: never re-sign
-        receipt = self._receipt(user[1])
-        return receipt is not None and self._is_confirmed(int(receipt["blockNumber"]), head)
+        receipt = self.chain.receipt(user[1])
+        return receipt is not None and self.chain.is_confirmed(int(receipt["blockNumber"]), head)
 
     def _resolve_or_resign(self, request: TxRequest, head: int,
                            resolve: Resolve | None) -> PollResult:
@@ -385,7 +354,7 @@ class TxManager:
                     old_nonce=request.nonce)
         self.store.incr("nonce_reassigned")
         fees = self._initial_fees()
-        chain_nonce = self._nonce("pending")
+        chain_nonce = self.chain.nonce("pending")
         with self.lock:
             request = self.store.renonce(
                 request.id, sender=self.sender, chain_nonce=chain_nonce, head=head,
@@ -408,7 +377,7 @@ class TxManager:
         return outcome
 
     def _bump(self, request: TxRequest, newest: TxAttempt, head: int) -> None:
-        base = self._base_fee()
+        base = self.chain.base_fee()
         fees = self.fees.bump(Fees(newest.max_fee, newest.priority_fee), base)
         if fees is None:
             message = (f"{request.kind} transaction (nonce {request.nonce}) is unconfirmed "
@@ -459,12 +428,12 @@ class TxManager:
 
     def _fill_gaps(self, below: int) -> bool:
         """Fill unconsumed nonces under ``below`` that no request of ours holds."""
-        latest = self._nonce("latest")
+        latest = self.chain.nonce("latest")
         if below <= latest:
             return False
         # The node's pending count runs through the contiguous nonces it holds: a nonce
         # under it has a transaction waiting (maybe another tool's), which is not a gap.
-        pending = self._nonce("pending")
+        pending = self.chain.nonce("pending")
         ours = self.store.stored_nonces(self.sender)
         filled = False
         for nonce in range(max(latest, pending), below):
@@ -478,7 +447,7 @@ class TxManager:
 
     def _fill(self, nonce: int) -> None:
         fees = self._initial_fees()
-        head = self._head()
+        head = self.chain.head()
         key = f"gapfill:{self.sender}:{nonce}"
         with self.lock:
             request, created = self.store.create(
