@@ -18,7 +18,7 @@ from web3 import Web3
 
 from listener.devkit.devchain import Anvil, start_anvil
 from listener.devkit.devenv import DevEnv, start_dev_env
-from listener.devkit.fault_proxy import emit_logs, install_log_emitter
+from listener.devkit.log_emitter import emit_logs, install_log_emitter
 from provisioner.pvesim.launcher import PveSim
 from tests.support.pve import StartSim, start_sim
 

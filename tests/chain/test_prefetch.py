@@ -16,7 +16,8 @@ from listener.chain.rpc import RpcClient
 from listener.chain.scanner import Outcome, scan_once
 from listener.config import ChainConfig
 from listener.devkit.devchain import Anvil
-from listener.devkit.fault_proxy import EMITTER_ADDRESS, RpcProxy
+from listener.devkit.fault_proxy import RpcProxy
+from listener.devkit.log_emitter import EMITTER_ADDRESS
 from tests.support.chain import json_rpc
 
 CHAIN_ID = 31337

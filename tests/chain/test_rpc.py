@@ -19,12 +19,8 @@ from listener.chain.rpc import (
     classify_rpc_error,
 )
 from listener.devkit.devchain import Anvil
-from listener.devkit.fault_proxy import (
-    ALL_FAULTS,
-    EMITTER_ADDRESS,
-    EMITTER_TOPIC,
-    RpcProxy,
-)
+from listener.devkit.fault_proxy import ALL_FAULTS, RpcProxy
+from listener.devkit.log_emitter import EMITTER_ADDRESS, EMITTER_TOPIC
 
 CHAIN_ID = 31337
 #: emitter logs per block on the ``chain`` fixture (conftest.py)

@@ -15,13 +15,8 @@ import requests
 from listener.chain.ranges import RangeController, parse_range_error
 from listener.chain.rpc import RpcClient
 from listener.devkit.devchain import Anvil
-from listener.devkit.fault_proxy import (
-    ALL_FAULTS,
-    EMITTER_ADDRESS,
-    EMITTER_TOPIC,
-    RANGE_FAULTS,
-    RpcProxy,
-)
+from listener.devkit.fault_proxy import ALL_FAULTS, RANGE_FAULTS, RpcProxy
+from listener.devkit.log_emitter import EMITTER_ADDRESS, EMITTER_TOPIC
 
 CHAIN_ID = 31337
 
