@@ -1,6 +1,6 @@
 // Approve exactly the price (never an unlimited allowance), only when the allowance is short.
 import { call, erc20, read } from "./contracts.js";
-import { explain, sendAndWait } from "./wallet.js";
+import { explain, sendAndWait, UserFacingError } from "./wallet.js";
 import { $, showError, step, txLine } from "./ui.js";
 
 export async function approveIfNeeded(config, coin, account, price) {
@@ -19,7 +19,7 @@ export async function approveIfNeeded(config, coin, account, price) {
 export function chosenDays(input) {
   const days = Number(input.value);
   if (!Number.isInteger(days) || days < 1 || days > 36500) {
-    throw new Error("Days must be a whole number from 1 to 36500.");
+    throw new UserFacingError("Days must be a whole number from 1 to 36500.");
   }
   return BigInt(days);
 }
