@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from listener.config import Config
 from tests.support.paths import REPO_ROOT
 
 UNITS = REPO_ROOT / "systemd"
@@ -100,13 +101,26 @@ def test_services_keep_what_the_daemon_needs(name: str) -> None:
     IPv4/IPv6 for the RPC and PVE APIs (the backup needs none), AF_UNIX for sd_notify."""
     service = service_lines(UNITS / name)
     assert service["StateDirectory"] == ["blockhost"] and service["ProtectSystem"] == ["strict"]
-    assert not any("/etc/blockhost" in p for key in ("InaccessiblePaths", "TemporaryFileSystem")
-                   for p in service.get(key, []))
+    hidden = {path.lstrip("-") for key in ("InaccessiblePaths", "TemporaryFileSystem")
+              for line in service.get(key, []) for path in line.split()}
+    config = Config()
+    assert not hidden & {"/etc/blockhost", "/etc/blockhost/blockhost.yaml",
+                         str(config.server_key_file), str(config.db.path.parent)}
     families = set(service["RestrictAddressFamilies"][0].split())
     needs = {"AF_UNIX"} if name == "blockhost-backup.service" else {"AF_UNIX", "AF_INET", "AF_INET6"}
     assert families == needs
     assert service["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
     assert service["UMask"] == ["0077"] and service["ExecStart"][0].startswith("/usr/bin/blockhost ")
+
+
+def test_the_web_pages_cannot_read_the_signer_key_or_the_pve_token() -> None:
+    """The internet-facing unit: the default paths of the two secrets it never needs are
+    hidden from it (drift in the config's defaults fails here)."""
+    service = service_lines(UNITS / "blockhost-web.service")
+    hidden = {path.lstrip("-") for line in service["InaccessiblePaths"] for path in line.split()}
+    config = Config()
+    assert hidden == {str(config.signer.private_key_file),
+                      str(config.proxmox.token_secret_file)}
 
 
 def test_units_verify_with_the_installed_paths(tmp_path: Path) -> None:
