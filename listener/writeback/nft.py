@@ -160,9 +160,11 @@ class NftMinter:
             public_secret=args["publicSecret"], description=args["description"],
             image_uri=args["imageUri"], animation_url_base64=args["animationUrlBase64"],
             expires_at=int(args["expiresAt"]))
+        # the chain before the database, as in existing_credential
+        minted = list(self.minted_to(request.to, stored.created_block))
         claimed = {int(r["token_id"]) for r in self.txm.store.results_of_kind("mint")
                    if "token_id" in r}
-        for token_id in self.minted_to(request.to, stored.created_block):
+        for token_id in minted:
             if token_id not in claimed and self._matches(token_id, request):
                 return {"token_id": token_id}
         return None
@@ -198,13 +200,20 @@ class NftMinter:
         ours (a mint request, another subscription, a manual VM) already claims. A token that
         one of our own transactions for another key minted is never a candidate, even before
         that mint's outcome is stored: two legacy purchases of one wallet share a publicSecret,
-        and run side by side."""
+        and run side by side.
+
+        The chain is read before the database: every transaction of ours is stored before it
+        is broadcast, so a token that the logs show and that one of our transactions minted
+        is already in the database read after them. Read the other way round, a sibling's
+        mint landing between the two reads was taken for a forgotten one (test_lifecycle's
+        SIGKILL story saw two subscriptions holding one token)."""
+        candidates = list(self.mints_to(to, purchase_block(self.txm.store.conn,
+                                                           subscription_id)))
         claimed = claimed_tokens(self.txm.store.conn, except_subscription=subscription_id)
         claimed |= {int(r["token_id"]) for r in self.txm.store.results_of_kind("mint")
                     if "token_id" in r}
         sent_for_others = self._our_tx_hashes(except_key=mint_key(subscription_id))
-        for token_id, tx_hash in self.mints_to(to, purchase_block(self.txm.store.conn,
-                                                                 subscription_id)):
+        for token_id, tx_hash in candidates:
             if token_id in claimed or tx_hash in sent_for_others:
                 continue
             try:

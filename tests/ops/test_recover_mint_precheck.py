@@ -4,6 +4,7 @@ a second one; a different publicSecret, or a token another subscription holds, i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,3 +141,32 @@ def test_a_token_our_own_mint_for_another_key_made_is_never_taken(
                          " WHERE idempotency_key = 'mint:sub:1'")
     second_token, _ = h.builder.mint(order(2, shared), paid(h, 2))
     assert second_token != first_token and h.minter.total_supply() == 2
+
+
+def test_a_sibling_mint_landing_during_the_chain_check_is_never_taken(
+        anvil: Anvil, tmp_path: Path) -> None:
+    """The same pair of legacy purchases, with the worst interleaving of two worker threads:
+    the first subscription's mint is sent and mined while the second's chain check is under
+    way (between its database and its log reads, had it read the database first). Seen as two
+    subscriptions holding one token in test_lifecycle's SIGKILL story."""
+    w3 = Web3(Web3.HTTPProvider(anvil.url))
+    deployment = deploy_all(w3, DEV_PRIVATE_KEYS[0], initial_plan=None)
+    w3.provider.make_request(RPCEndpoint("anvil_mine"), ["0x20"])
+    shared = "blockhost-access"
+    h = host(tmp_path, "one", w3, deployment.nft)
+    first_record, second_record = paid(h, 1), paid(h, 2)
+    original = h.minter.mints_to
+    minted: list[int] = []
+    landed = False
+
+    def sibling_mints_first(to: str, from_block: int) -> Iterator[tuple[int, str]]:
+        nonlocal landed
+        if not landed:  # the second subscription's check: the sibling's mint lands now
+            landed = True
+            minted.append(h.builder.mint(order(1, shared), first_record)[0])
+        yield from original(to, from_block)
+
+    h.minter.mints_to = sibling_mints_first  # type: ignore[method-assign]
+    second_token, _ = h.builder.mint(order(2, shared), second_record)
+    assert minted and second_token != minted[0]
+    assert h.minter.total_supply() == 2
