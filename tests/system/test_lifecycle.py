@@ -122,11 +122,8 @@ class Story:
         rows = self.env.db_rows("SELECT id, cancelled_at FROM subscriptions WHERE cancelled = 1")
         return {int(r[0]): int(r[1]) for r in rows}
 
-    def settle(self, timeout: float = 480) -> dict[str, Any]:
-        """Wait until the daemon's view matches the decision function for every subscription.
-        The bound is generous: the whole chaos story took 1.5 min here alone and 2.5 min beside
-        four CPU burners, a runner busier still can take longer, and waiting costs nothing when
-        it converges early."""
+    def settle(self, timeout: float = 240) -> dict[str, Any]:
+        """Wait until the daemon's view matches the decision function for every subscription."""
         head_time = self.env.w3.eth.get_block("latest").timestamp
 
         def converged() -> dict[str, Any] | None:
