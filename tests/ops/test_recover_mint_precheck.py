@@ -166,7 +166,7 @@ def test_a_sibling_mint_landing_during_the_chain_check_is_never_taken(
             minted.append(h.builder.mint(order(1, shared), first_record)[0])
         yield from original(to, from_block)
 
-    h.minter.mints_to = sibling_mints_first  # type: ignore[method-assign]
+    h.minter.mints_to = sibling_mints_first  # type: ignore[method-assign]  # the interleaving under test
     second_token, _ = h.builder.mint(order(2, shared), second_record)
     assert minted and second_token != minted[0]
     assert h.minter.total_supply() == 2
