@@ -130,10 +130,11 @@ class TerraformBackend:
         return render_vm(spec, self.settings, inherited=inherited, started=started,
                          adopt=adopt, template_node=template_node, adopt_ipset=adopt_ipset)
 
-    def ipset_to_import(self, directory: Path, node: str, vmid: int) -> bool:
-        """Whether the VM's IP set exists in PVE but not in ``directory``'s state: a VM made
-        by the API backend, or adopted after its state was lost, already has one."""
-        return (IPSET_ADDRESS not in state_addresses(directory)
+    def ipset_to_import(self, in_state: list[str], node: str, vmid: int) -> bool:
+        """Whether the VM's IP set exists in PVE but not in the state (its resource
+        addresses ``in_state``): a VM made by the API backend, or adopted after its state
+        was lost, already has one."""
+        return (IPSET_ADDRESS not in in_state
                 and TenantFirewall(self.api).has_ipset(node, vmid))
 
     def create(self, spec: VMSpec) -> VMRef:
@@ -146,7 +147,8 @@ class TerraformBackend:
         blog = log.bind(vmid=spec.vmid, name=spec.name, sub=spec.subscription_id)
         with self.runner.dir_lock(directory):
             existing = self.api.status(ref)
-            in_state = VM_ADDRESS in state_addresses(directory)
+            addresses = state_addresses(directory)
+            in_state = VM_ADDRESS in addresses
             adopt = False
             if existing is not None:
                 self._check_adoptable(existing, spec, blog)
@@ -154,7 +156,7 @@ class TerraformBackend:
                 if adopt:
                     blog.info("tf.create.adopt", node=existing.node)
             spec, kept, template_node = self._source(spec, existing)
-            adopt_ipset = existing is not None and self.ipset_to_import(directory, spec.node,
+            adopt_ipset = existing is not None and self.ipset_to_import(addresses, spec.node,
                                                                          spec.vmid)
             doc = self.render(spec, inherited=kept, adopt=adopt, template_node=template_node,
                               adopt_ipset=adopt_ipset)

@@ -60,10 +60,11 @@ def export_vm(backend: TerraformBackend, spec: VMSpec, ref: VMRef, *,
     except PveError:
         template_node = None  # clone is ignored after import; the template may be gone
     directory = Path(out_dir) if out_dir is not None else backend.directory(spec.name)
-    adopt = VM_ADDRESS not in state_addresses(directory)
+    in_state = state_addresses(directory)
+    adopt = VM_ADDRESS not in in_state
     doc = backend.render(spec, inherited=kept, adopt=adopt, started=vm.power == "running",
                          template_node=template_node,
-                         adopt_ipset=backend.ipset_to_import(directory, vm.node, vm.vmid))
+                         adopt_ipset=backend.ipset_to_import(in_state, vm.node, vm.vmid))
     backend.write(directory, doc)
     log.info("tf.export.done", vmid=vm.vmid, dir=str(directory), adopt=adopt)
     return directory

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,9 @@ from listener.crypto.credentials import ConnectionDetails, encrypt_connection_de
 from listener.crypto.user_secret import sign_public_secret
 from listener.devkit.devenv import DevEnv
 from listener.userkit.subscriber import extend, subscribe
-from tests.support.paths import REPO_ROOT
+from tests.support.cli import run_blockhost
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 DAY = 86_400
 SECRET = "blockhost-access"
 
@@ -34,11 +32,6 @@ SECRET = "blockhost-access"
 @pytest.fixture
 def env(dev_env: DevEnv) -> DevEnv:
     return dev_env
-
-
-def blockhost(env: DevEnv, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "blockhost"), "--config", str(env.config_path), *args],
-                          capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
 
 
 def nft(env: DevEnv) -> Any:
@@ -119,31 +112,31 @@ def test_the_reference_vms_are_served_without_a_clone_or_a_mint(
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"vms": {"blockhost-001": {**kept_record, "vmid": "x"}}}))
-    refused = blockhost(env, "import-reference", "--vms-json", str(bad),
-                        "--config-dir", str(config_dir))
+
+    def import_reference(vms_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_blockhost(env.config_path, "import-reference", "--vms-json", str(vms_file),
+                             "--config-dir", str(config_dir), *extra)
+
+    refused = import_reference(bad)
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
     assert "vmid" in refused.stderr and "nothing was imported" in refused.stderr
     assert not env.db_path.exists()
 
-    dry = blockhost(env, "import-reference", "--vms-json", str(vms_json), "--config-dir",
-                    str(config_dir), "--dry-run")
+    dry = import_reference(vms_json, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would adopt blockhost-001" in dry.stdout
     assert env.db_rows("SELECT COUNT(*) FROM vms") == [(0,)]
-    late = blockhost(env, "import-reference", "--vms-json", str(vms_json), "--config-dir",
-                     str(config_dir), "--dry-run", "--from-block", str(env.w3.eth.block_number))
+    late = import_reference(vms_json, "--dry-run", "--from-block", str(env.w3.eth.block_number))
     assert late.returncode == 0, late.stderr
     assert f"not adopted: blockhost-{kept:03d} (vmid 100000): the purchase of subscription " \
            f"{kept} is not at or above block {env.w3.eth.block_number}; pass a lower " \
            "--from-block" in late.stdout
-    above = blockhost(env, "import-reference", "--vms-json", str(vms_json), "--config-dir",
-                      str(config_dir), "--dry-run", "--from-block", "999999999")
+    above = import_reference(vms_json, "--dry-run", "--from-block", "999999999")
     assert above.returncode == 1 and len(above.stderr.strip().splitlines()) == 1
     assert "above the chain head" in above.stderr
     elsewhere_before = env.sim.vm(100005)
 
-    done = blockhost(env, "import-reference", "--vms-json", str(vms_json), "--config-dir",
-                     str(config_dir), "--from-block", str(first_block))
+    done = import_reference(vms_json, "--from-block", str(first_block))
     assert done.returncode == 0, done.stderr
     assert f"adopted blockhost-{kept:03d} (vmid 100000, 10.77.0.10) for subscription {kept}, " \
            f"NFT #{kept_token}" in done.stdout

@@ -6,8 +6,6 @@ handed out twice, and every subscription in its right state (renewals included).
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +14,9 @@ import pytest
 from listener.chain.contracts import load_abi
 from listener.devkit.devenv import DevEnv
 from listener.userkit.subscriber import extend, subscribe
-from tests.support.paths import REPO_ROOT
+from tests.support.cli import run_blockhost
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -39,11 +36,6 @@ def renew(env: DevEnv, user_index: int, subscription_id: int) -> int:
     return extend(env.w3, env.user(user_index),
                   subscription_contract=env.deployment["subscriptions"],
                   subscription_id=subscription_id, days=3).new_expires_at
-
-
-def blockhost(env: DevEnv, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "blockhost"), "--config", str(env.config_path), *args],
-                          capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
 
 
 def nft(env: DevEnv) -> Any:
@@ -105,7 +97,7 @@ def test_a_restored_old_backup_is_repaired_at_start(env: DevEnv, tmp_path: Path)
     first, second = buy(env, 1), buy(env, 2)
     wait_served(env, {first: expiry(env, first), second: expiry(env, second)}, listener)
     backup = tmp_path / "t1.db"
-    done = blockhost(env, "backup", "--out", str(backup))
+    done = run_blockhost(env.config_path, "backup", "--out", str(backup))
     assert done.returncode == 0, done.stderr
 
     third = buy(env, 3)                       # after the backup: a VM and an NFT it never saw
@@ -143,16 +135,16 @@ def test_a_deleted_database_is_rebuilt_by_recover(env: DevEnv) -> None:
     env.kill_listener(listener)
     remove_database(env)
 
-    dry = blockhost(env, "recover", "--dry-run")
+    dry = run_blockhost(env.config_path, "recover", "--dry-run")
     assert dry.returncode == 1 and len(dry.stderr.strip().splitlines()) == 1
     assert "does not exist" in dry.stderr and not env.db_path.exists()
 
-    done = blockhost(env, "recover")
+    done = run_blockhost(env.config_path, "recover")
     assert done.returncode == 0, done.stderr
     for sub_id in expiries:
         assert f"adopt blockhost-{sub_id:03d}" in done.stdout
         assert f"for subscription {sub_id}" in done.stdout
-    again = blockhost(env, "recover", "--dry-run")
+    again = run_blockhost(env.config_path, "recover", "--dry-run")
     assert again.returncode == 0, again.stderr
     assert "adopt" not in again.stdout and "record NFT" not in again.stdout
 

@@ -32,6 +32,7 @@ from listener.devkit.devenv import (
 )
 from listener.userkit.subscriber import subscribe
 from provisioner.backend import marker_for, parse_marker
+from tests.support.cli import run_blockhost
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +58,6 @@ class Side:
 
     def subscription(self, sub_id: int) -> dict[str, Any] | None:
         return subscription_of(self.config_path, self.db_path, sub_id)
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "listener.cli", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def second_config(env: DevEnv, workdir: Path, contracts: dict[str, Any], *,
@@ -168,7 +164,7 @@ def test_two_deployments_share_one_proxmox_and_keep_apart(env: DevEnv, tmp_path:
     # B's config on A's database: refused in one line naming both ids (exit 1)
     wrong = second_config(env, b_dir, contracts_b, db_path=a.db_path)
     for command in (("listen",), ("markers", "migrate", "--dry-run")):
-        result = cli(wrong, *command)
+        result = run_blockhost(wrong, *command)
         assert result.returncode == 1, (command, result.stderr[-2000:])
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("blockhost: error: database"), lines
@@ -200,7 +196,7 @@ def test_markers_migrate_adopts_only_what_our_inventory_knows(dev_env: DevEnv) -
                       description=marker_for(77, "blockhost-077"))
 
     def migrate(*flags: str) -> dict[int, dict[str, Any]]:
-        result = cli(env.config_path, "markers", "migrate", "--json", *flags)
+        result = run_blockhost(env.config_path, "markers", "migrate", "--json", *flags)
         assert result.returncode == 0, result.stderr[-2000:]
         doc = json.loads(result.stdout)
         assert doc["deployment"] == ours
@@ -225,7 +221,7 @@ def test_markers_migrate_adopts_only_what_our_inventory_knows(dev_env: DevEnv) -
     again = migrate()
     assert again[vm["vmid"]]["action"] == "already ours"
     assert (sim_vm(env.sim, vm["vmid"]) or {})["description"] == after["description"]
-    text = cli(env.config_path, "markers", "migrate")
+    text = run_blockhost(env.config_path, "markers", "migrate")
     assert text.returncode == 0 and f"deployment {ours}: added the id to 0 VM(s)" in text.stdout
 
 

@@ -5,26 +5,18 @@ dead letter). An old-marker VM our inventory never knew stays untouched througho
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from listener.chain.deployment import deployment_id
 from listener.devkit.devenv import CHAIN_ID, DevEnv, sim_vm
 from listener.userkit.subscriber import subscribe
 from provisioner.backend import marker_for
+from tests.support.cli import run_blockhost
 
 pytestmark = pytest.mark.slow
 
 DAY = 86400
 STRANGER = 100400  # an old-marker VM our inventory never knew
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "listener.cli", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def made_before_ids(env: DevEnv, vmid: int, ours: str) -> None:
@@ -54,7 +46,7 @@ def test_listen_refuses_until_markers_migrate_then_serves_the_vm(dev_env: DevEnv
                       tags="blockhost;sub-77", description=marker_for(77, "blockhost-077"))
     stranger = sim_vm(env.sim, STRANGER)
 
-    refused = cli(env.config_path, "listen")
+    refused = run_blockhost(env.config_path, "listen")
     assert refused.returncode == 1, refused.stderr[-2000:]
     lines = refused.stderr.strip().splitlines()
     assert lines[0].startswith("blockhost: error: refusing to start: 1 start check(s) failed")
@@ -63,7 +55,7 @@ def test_listen_refuses_until_markers_migrate_then_serves_the_vm(dev_env: DevEnv
     assert f"VM {vm['vmid']}" in lines[1] and "run `blockhost markers migrate`" in lines[1]
     assert str(STRANGER) not in lines[1]
 
-    migrated = cli(env.config_path, "markers", "migrate")
+    migrated = run_blockhost(env.config_path, "markers", "migrate")
     assert migrated.returncode == 0, migrated.stderr[-2000:]
 
     listener = env.start_listener()

@@ -89,7 +89,7 @@ def _markers_failures(config: Config, w3: Web3 | None) -> list[Check]:
     take them for missing); a database of another deployment is left to the daemon's
     own one-line refusal."""
     try:
-        found = old_markers(config, chain_id=_chain_id_of(w3), timeout=START_TIMEOUT)
+        failure = _awaiting_migration(config, _chain_id_of(w3))
     except UserError:
         return []
     except Exception as exc:  # noqa: BLE001 - classified just below
@@ -97,8 +97,13 @@ def _markers_failures(config: Config, w3: Web3 | None) -> list[Check]:
             log.warning("start_check.markers_unchecked", error=one_line(describe(exc)))
             return []
         return [failed(MARKERS_NAME, describe(exc), f"`{COMMAND} --dry-run` says more")]
-    failure = None if found is None else awaiting_failure(found)
     return [] if failure is None else [failure]
+
+
+def _awaiting_migration(config: Config, chain_id: int | None) -> Check | None:
+    """The ✗ for VMs of ours awaiting `markers migrate` (None: none, or no deployment id)."""
+    found = old_markers(config, chain_id=chain_id, timeout=START_TIMEOUT)
+    return None if found is None else awaiting_failure(found)
 
 
 def start_failures(config: Config) -> list[Check]:
@@ -131,7 +136,6 @@ def require_markers_migrated(config: Config, chain_id: int | None) -> None:
     """The markers check again, inside the daemon's start gate: Proxmox may not have answered
     the pre-start check. An outage raises as is (the gate waits it out); VMs of ours awaiting
     `markers migrate` raise the same refusal as before the start (waiting cannot fix it)."""
-    found = old_markers(config, chain_id=chain_id, timeout=START_TIMEOUT)
-    failure = None if found is None else awaiting_failure(found)
+    failure = _awaiting_migration(config, chain_id)
     if failure is not None:
         raise refusal([failure])
